@@ -1,0 +1,256 @@
+"""The :class:`Engine`: the one object an application holds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from flowkeeper.steps.model import QUEUE_NAMES, Retry, Search, Step, StepRecord
+from flowkeeper.steps.operations import StepOperations
+from flowkeeper.steps.registry import Implementation, StepRegistry
+from flowkeeper.steps.worker import RunStats, WorkerPool, WorkerSettings
+from flowkeeper.storage import migrate as migrations
+from flowkeeper.storage.database import (
+    create_database,
+    describe,
+    kind_of,
+    resolve_url,
+    translate_connection_errors,
+)
+from flowkeeper.storage.notify import Waker
+from flowkeeper.storage.notify import notify as notify_listeners
+from flowkeeper.storage.step_queries import StepQueries
+
+F = TypeVar("F", bound=Implementation)
+
+
+class Engine:
+    """Flowkeeper on one database: register step implementations, add steps, run workers.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///app.db``, ``postgresql://user@host/db``,
+    ``mysql://user@host/db``); without one, ``$FLOWKEEPER_DATABASE_URL``, else
+    ``sqlite:///flowkeeper.db``. Creating an engine does not connect; the first operation does,
+    and checks that the schema is current (``engine.migrate()`` creates or upgrades it).
+
+    ``lease``: how long a worker may hold a step without a heartbeat before another worker may
+    claim it again (so also how soon a dead worker's steps run again).
+    ``unknown_step_delay``: how long a ready step is postponed by a worker that has no
+    implementation for its name.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        lease: float | timedelta = 60.0,
+        unknown_step_delay: float | timedelta = 3600.0,
+        **engine_options: Any,
+    ) -> None:
+        self.url = resolve_url(url)
+        self.kind = kind_of(self.url)
+        self._defaults = WorkerSettings(lease=lease, unknown_step_delay=unknown_step_delay)  # type: ignore[arg-type]
+        self.database: sa.Engine = create_database(self.url, **engine_options)
+        """The SQLAlchemy engine Flowkeeper uses; open your own transactions on it for
+        ``connection=`` (the outbox pattern)."""
+        self._queries = StepQueries(self.kind)
+        self._waker = Waker()
+        self._registry = StepRegistry()
+        self._steps = StepOperations(self._queries, self._transaction, self._steps_added)
+        self._schema_checked = False
+        self._schema_lock = threading.Lock()
+        self._pool: WorkerPool | None = None
+
+    def __repr__(self) -> str:
+        return f"<flowkeeper.Engine {describe(self.url)}>"
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop any running workers and close every pooled connection."""
+        self.stop()
+        self.database.dispose()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> tuple[str | None, str]:
+        """Create or upgrade Flowkeeper's tables; running it again changes nothing.
+
+        Returns the schema revision before and after.
+        """
+        with translate_connection_errors(self.url):
+            result = migrations.upgrade(self.database)
+        self._schema_checked = True
+        return result
+
+    def check_schema(self) -> None:
+        """Raise :class:`flowkeeper.MigrationRequired` unless the schema is current."""
+        with translate_connection_errors(self.url), self.database.connect() as connection:
+            migrations.check_current(connection)
+        self._schema_checked = True
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_checked:
+            with self._schema_lock:
+                if not self._schema_checked:
+                    self.check_schema()
+
+    @contextmanager
+    def _transaction(self, connection: sa.Connection | None) -> Iterator[sa.Connection]:
+        self._ensure_schema()
+        if connection is not None:
+            if not isinstance(connection, sa.Connection):
+                from flowkeeper.errors import InvalidArgument
+
+                raise InvalidArgument(
+                    f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
+                )
+            yield connection
+            return
+        with translate_connection_errors(self.url), self.database.begin() as own:
+            yield own
+
+    def _steps_added(self, connection: sa.Connection) -> None:
+        notify_listeners(connection)
+        self._waker.wake()
+
+    # -- step implementations ------------------------------------------------------------------
+
+    def step(self, *names: str, retry: Retry | None = None) -> Callable[[F], F]:
+        """Register the decorated function (sync or ``async``) as the implementation of ``names``.
+
+        >>> engine = Engine("sqlite://")
+        >>> @engine.step("v1/hello", "v0/hello", retry=Retry(max_attempts=3))
+        ... def hello(step):
+        ...     return step.done()
+        """
+        return self._registry.decorator(names, retry)
+
+    def register_step(
+        self, names: Iterable[str], function: Implementation, retry: Retry | None = None
+    ) -> None:
+        """Register ``function`` for ``names`` without a decorator."""
+        self._registry.register(tuple(names), function, retry)
+
+    @property
+    def step_names(self) -> list[str]:
+        """The step names this engine has implementations for."""
+        return list(self._registry.names())
+
+    # -- step operations ---------------------------------------------------------------------------
+
+    def add_steps(self, *steps: Step, connection: sa.Connection | None = None) -> list[int]:
+        """Add steps to the ready queue, all or none; return their ids in the order given."""
+        return self._steps.add_steps(steps, connection)
+
+    def add_step(self, step: Step, *, connection: sa.Connection | None = None) -> int:
+        """Add one step; return its id."""
+        return self._steps.add_steps((step,), connection)[0]
+
+    def add_step_if_absent(
+        self, step: Step, match: Search, *, connection: sa.Connection | None = None
+    ) -> int | None:
+        """Add ``step`` unless a ready step matches ``match``; return the new id or None."""
+        return self._steps.add_step_if_absent(step, match, connection)
+
+    def search(
+        self,
+        search: Search | None = None,
+        queues: Iterable[str] = QUEUE_NAMES,
+        limit: int | None = 100,
+        *,
+        connection: sa.Connection | None = None,
+    ) -> dict[str, list[StepRecord]]:
+        """Steps matching ``search`` in each of ``queues``, oldest first, ``limit`` per queue."""
+        return self._steps.search(search or Search(), queues, limit, connection)
+
+    def get_step(self, step_id: int, *, connection: sa.Connection | None = None) -> StepRecord:
+        """The step with this id, from whichever queue holds it (``StepNotFound`` if none)."""
+        return self._steps.get(step_id, connection)
+
+    def activate(
+        self, step_id: int, args: Any = None, *, connection: sa.Connection | None = None
+    ) -> bool:
+        """Make a ready step due now with ``args``; False if it is running or no longer ready."""
+        return self._steps.activate(step_id, args, connection)
+
+    def reexecute(
+        self,
+        search: Search,
+        queues: Iterable[str] = ("failed",),
+        *,
+        connection: sa.Connection | None = None,
+    ) -> list[int]:
+        """Copy matching done/failed steps back to ready, as new steps; return the new ids."""
+        return self._steps.reexecute(search, queues, connection)
+
+    def fail_steps(
+        self,
+        search: Search,
+        description: str | None = None,
+        *,
+        connection: sa.Connection | None = None,
+    ) -> list[int]:
+        """Move matching ready steps to the failed queue; return their ids."""
+        return self._steps.fail_steps(search, description, connection)
+
+    def count(
+        self, search: Search | None = None, *, connection: sa.Connection | None = None
+    ) -> dict[str, int]:
+        """How many steps (matching ``search``) each queue holds."""
+        return self._steps.count(search, connection)
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def run(
+        self,
+        workers: int = 8,
+        until_idle: bool = False,
+        *,
+        batch_size: int = 100,
+        max_poll_interval: float = 1.0,
+        handle_signals: bool = True,
+    ) -> RunStats:
+        """Run ``workers`` worker threads in this thread until stopped.
+
+        ``until_idle=True`` returns once no step is due now (future steps stay). SIGINT and
+        SIGTERM (when called from the main thread) stop it gracefully: running steps finish
+        and are recorded, claimed steps not yet started are released.
+        """
+        self._ensure_schema()
+        settings = WorkerSettings(
+            workers=workers,
+            batch_size=batch_size,
+            lease=self._defaults.lease,
+            unknown_step_delay=self._defaults.unknown_step_delay,
+            max_poll_interval=max_poll_interval,
+        )
+        pool = WorkerPool(
+            self.database,
+            self._queries,
+            self._registry,
+            self._steps.insert,
+            self._waker,
+            settings,
+        )
+        self._pool = pool
+        try:
+            with translate_connection_errors(self.url):
+                return pool.run(until_idle=until_idle, handle_signals=handle_signals)
+        finally:
+            self._pool = None
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to stop gracefully (safe from any thread)."""
+        pool = self._pool
+        if pool is not None:
+            pool.stop()

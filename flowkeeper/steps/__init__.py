@@ -1,0 +1,1 @@
+"""Durable steps: the model, the registry, operations and the worker pool."""

@@ -1,0 +1,314 @@
+"""Step operations an application calls: add, search, activate, re-execute, fail, count.
+
+Each accepts ``connection=``, a SQLAlchemy connection of the caller's: the operation then runs
+inside the caller's transaction and commits or rolls back with it (the outbox pattern).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from flowkeeper.clock import utcnow
+from flowkeeper.errors import InvalidArgument, SingletonExists, StepNotFound
+from flowkeeper.steps.model import (
+    QUEUE_NAMES,
+    Queue,
+    Search,
+    Step,
+    StepRecord,
+    encode_json,
+)
+from flowkeeper.storage.step_queries import Row, StepQueries
+from flowkeeper.storage.tables import QUEUES
+
+Transaction = Callable[[sa.Connection | None], contextlib.AbstractContextManager[sa.Connection]]
+
+
+def new_flow_id() -> str:
+    return uuid.uuid4().hex
+
+
+def ready_row(
+    step: Step,
+    now: datetime,
+    *,
+    parent: Row | None = None,
+) -> Row:
+    """The ready-queue row for a new step; a child inherits its parent's flow and correlation."""
+    run_at = step.run_at or now
+    flow_id = step.flow_id
+    correlation_id = step.correlation_id
+    tenant_id = None
+    if parent is not None:
+        flow_id = flow_id if flow_id is not None else parent["flow_id"]
+        if correlation_id is None:
+            correlation_id = parent["correlation_id"]
+        tenant_id = parent["tenant_id"]
+    return {
+        "name": step.name,
+        "singleton": step.singleton,
+        "singleton_key": step.name if step.singleton else None,
+        "flow_id": flow_id if flow_id is not None else new_flow_id(),
+        "correlation_id": correlation_id,
+        "search_key": step.search_key,
+        "state": step.state_json,
+        "activation_args": None,
+        "execution_count": 0,
+        "run_at": run_at,
+        "available_at": run_at,
+        "created_at": now,
+        "created_by_step_id": None if parent is None else parent["id"],
+        "execution_started_at": None,
+        "execution_duration_ms": None,
+        "executed_by": None,
+        "description": step.description,
+        "tenant_id": tenant_id,
+        "locked_by": None,
+        "locked_until": None,
+    }
+
+
+def check_queues(queues: Iterable[str], allowed: Sequence[str] = QUEUE_NAMES) -> tuple[Queue, ...]:
+    if isinstance(queues, str):
+        queues = (queues,)
+    result = tuple(queues)
+    for queue in result:
+        if queue not in allowed:
+            raise InvalidArgument(
+                f"unknown queue {queue!r}; choose from {', '.join(map(repr, allowed))}"
+            )
+    if not result:
+        raise InvalidArgument("give at least one queue")
+    return result  # type: ignore[return-value]
+
+
+def search_where(table: sa.Table, search: Search) -> list[sa.ColumnElement[bool]]:
+    """SQL conditions for ``search`` on one queue table."""
+    if not isinstance(search, Search):
+        raise InvalidArgument(f"expected an fk.Search, not {type(search).__name__}")
+    c = table.c
+    where: list[sa.ColumnElement[bool]] = []
+    if search.id is not None:
+        where.append(c.id == search.id)
+    for name in ("name", "flow_id", "correlation_id"):
+        value = getattr(search, name)
+        if value is not None:
+            where.append(c[name] == value)
+    for name in ("search_key", "description"):
+        value = getattr(search, name)
+        if value is not None:
+            where.append(c[name].like(value) if "%" in value else c[name] == value)
+    if search.created_from is not None:
+        where.append(c.created_at >= search.created_from)
+    if search.created_to is not None:
+        where.append(c.created_at < search.created_to)
+    return where
+
+
+class StepOperations:
+    """The step operations of one engine."""
+
+    def __init__(
+        self,
+        queries: StepQueries,
+        transaction: Transaction,
+        notify_added: Callable[[sa.Connection], None],
+    ) -> None:
+        self._q = queries
+        self._transaction = transaction
+        self._notify_added = notify_added
+
+    # -- adding -----------------------------------------------------------------------------
+
+    def add_steps(
+        self, steps: Sequence[Step], connection: sa.Connection | None = None
+    ) -> list[int]:
+        for step in steps:
+            if not isinstance(step, Step):
+                raise InvalidArgument(f"add_steps takes fk.Step values, not {type(step).__name__}")
+        if not steps:
+            return []
+        now = utcnow()
+        rows = [ready_row(step, now) for step in steps]
+        with self._transaction(connection) as conn:
+            ids = self.insert(conn, rows)
+            self._notify_added(conn)
+        return ids
+
+    def insert(self, conn: sa.Connection, rows: Sequence[Row]) -> list[int]:
+        """Insert ready rows, turning a singleton clash into :class:`SingletonExists`.
+
+        When singletons are among them the insert runs in a savepoint, so the clash leaves the
+        surrounding (possibly the caller's) transaction usable and nothing of the batch written.
+        """
+        singletons = [r["singleton_key"] for r in rows if r["singleton_key"] is not None]
+        if not singletons:
+            return self._q.insert_ready(conn, rows)
+        repeated = sorted({n for n in singletons if singletons.count(n) > 1})
+        if repeated:
+            raise SingletonExists(repeated)
+        try:
+            with conn.begin_nested():
+                return self._q.insert_ready(conn, rows)
+        except exc.IntegrityError:
+            clashing = self._q.ready_singletons(conn, singletons)
+            if not clashing:
+                raise
+            raise SingletonExists(clashing) from None
+
+    def add_step_if_absent(
+        self, step: Step, match: Search, connection: sa.Connection | None = None
+    ) -> int | None:
+        """Add ``step`` unless a ready step matches ``match``; return its id, or None."""
+        where = search_where(QUEUES["ready"], match)
+        if not where:
+            raise InvalidArgument("add_step_if_absent needs a Search with at least one field set")
+        with self._transaction(connection) as conn:
+            if self._q.select(conn, "ready", where, limit=1, for_update=True):
+                return None
+            ids = self.insert(conn, [ready_row(step, utcnow())])
+            self._notify_added(conn)
+            return ids[0]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        search: Search,
+        queues: Iterable[str],
+        limit: int | None,
+        connection: sa.Connection | None = None,
+    ) -> dict[str, list[StepRecord]]:
+        chosen = check_queues(queues)
+        if limit is not None and (isinstance(limit, bool) or limit < 1):
+            raise InvalidArgument(f"limit must be a positive int or None, not {limit!r}")
+        with self._transaction(connection) as conn:
+            return {
+                queue: [
+                    StepRecord.from_row(queue, row)
+                    for row in self._q.select(
+                        conn, queue, search_where(QUEUES[queue], search), limit
+                    )
+                ]
+                for queue in chosen
+            }
+
+    def get(self, step_id: int, connection: sa.Connection | None = None) -> StepRecord:
+        found = self.search(Search(id=step_id), QUEUE_NAMES, 1, connection)
+        for records in found.values():
+            if records:
+                return records[0]
+        raise StepNotFound(f"no step with id {step_id} in the ready, done or failed queue")
+
+    def count(
+        self, search: Search | None = None, connection: sa.Connection | None = None
+    ) -> dict[str, int]:
+        with self._transaction(connection) as conn:
+            return {
+                queue: self._q.count(conn, queue, search_where(table, search or Search()))
+                for queue, table in QUEUES.items()
+            }
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def activate(
+        self, step_id: int, args: Any = None, connection: sa.Connection | None = None
+    ) -> bool:
+        """Make a ready step due now, with ``args`` as its activation arguments.
+
+        False if the step is running or has already left the ready queue.
+        """
+        if isinstance(step_id, bool) or not isinstance(step_id, int):
+            raise InvalidArgument(f"step id must be an int, not {step_id!r}")
+        args_json = None if args is None else encode_json(args, "activation args")
+        with self._transaction(connection) as conn:
+            if self._q.activate(conn, step_id, utcnow(), args_json):
+                self._notify_added(conn)
+                return True
+            if any(self._q.exists_in(conn, queue, step_id) for queue in QUEUE_NAMES):
+                return False
+        raise StepNotFound(f"no step with id {step_id} in the ready, done or failed queue")
+
+    def reexecute(
+        self, search: Search, queues: Iterable[str], connection: sa.Connection | None = None
+    ) -> list[int]:
+        """Copy matching done/failed steps back to ready as new steps; return the new ids."""
+        chosen = check_queues(queues, ("done", "failed"))
+        now = utcnow()
+        with self._transaction(connection) as conn:
+            rows: list[Row] = []
+            for queue in chosen:
+                for old in self._q.select(conn, queue, search_where(QUEUES[queue], search), None):
+                    rows.append(_copy_for_reexecution(old, now))
+            ids = self.insert(conn, rows)
+            if ids:
+                self._notify_added(conn)
+            return ids
+
+    def fail_steps(
+        self,
+        search: Search,
+        description: str | None = None,
+        connection: sa.Connection | None = None,
+    ) -> list[int]:
+        """Move matching ready steps to failed; a worker running one cannot complete it."""
+        where = search_where(QUEUES["ready"], search)
+        if not where:
+            raise InvalidArgument(
+                "fail_steps needs a Search with at least one field set (it would fail every "
+                "ready step)"
+            )
+        now = utcnow()
+        with self._transaction(connection) as conn:
+            rows = self._q.select(conn, "ready", where, None, for_update=True)
+            for row in rows:
+                row["description"] = description or f"failed by an operator at {now.isoformat()}"
+            ids = [row["id"] for row in rows]
+            self._q.delete(conn, "ready", ids)
+            self._q.insert_finished(conn, "failed", rows)
+            return ids
+
+
+def _copy_for_reexecution(old: Row, now: datetime) -> Row:
+    return {
+        "name": old["name"],
+        "singleton": old["singleton"],
+        "singleton_key": old["name"] if old["singleton"] else None,
+        "flow_id": old["flow_id"],
+        "correlation_id": old["correlation_id"],
+        "search_key": old["search_key"],
+        "state": old["state"],
+        "activation_args": None,
+        "execution_count": 0,
+        "run_at": now,
+        "available_at": now,
+        "created_at": now,
+        "created_by_step_id": old["created_by_step_id"],
+        "execution_started_at": None,
+        "execution_duration_ms": None,
+        "executed_by": None,
+        "description": f"re-execution of step {old['id']}",
+        "tenant_id": old["tenant_id"],
+        "locked_by": None,
+        "locked_until": None,
+    }
+
+
+@contextlib.contextmanager
+def joined_or_own(
+    database: sa.Engine, connection: sa.Connection | None, before: Callable[[], None]
+) -> Iterator[sa.Connection]:
+    """The caller's connection as is, or a new transaction of our own that commits on exit."""
+    before()
+    if connection is not None:
+        yield connection
+        return
+    with database.begin() as conn:
+        yield conn

@@ -1,0 +1,478 @@
+"""The worker pool: threads that claim due steps in batches, run them and record outcomes.
+
+Each worker thread holds one connection. It claims a batch under a lease (one short
+transaction), runs the steps, and writes their outcomes, new steps and state changes in one
+more transaction, fenced: only steps whose lease it still holds are written. A heartbeat
+thread extends the leases of running batches; a dead worker's steps become claimable again
+when its lease runs out. On PostgreSQL a LISTEN connection wakes idle workers the moment a
+step is added; elsewhere idle workers poll, backing off to ``max_poll_interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from flowkeeper.clock import utcnow
+from flowkeeper.errors import InvalidArgument, SingletonExists
+from flowkeeper.steps.execution import Completion, StepRunner
+from flowkeeper.steps.operations import ready_row
+from flowkeeper.steps.registry import StepRegistry
+from flowkeeper.storage import notify as notify_mod
+from flowkeeper.storage.database import first_line, is_transient
+from flowkeeper.storage.notify import Waker
+from flowkeeper.storage.step_queries import Row, StepQueries
+
+log = logging.getLogger("flowkeeper.worker")
+
+MIN_POLL_INTERVAL = 0.01
+TARGET_BATCH_SECONDS = 0.25
+"""Claim about this much work at a time, so slow steps are not hoarded by one worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a worker pool runs. Every duration is in seconds or a ``timedelta``."""
+
+    workers: int = 8
+    batch_size: int = 100
+    lease: timedelta = timedelta(seconds=60)
+    heartbeat: timedelta | None = None
+    max_poll_interval: float = 1.0
+    unknown_step_delay: timedelta = timedelta(hours=1)
+    flush_interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be an int >= 1, not {value!r}")
+        for name in ("lease", "unknown_step_delay", "heartbeat"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                object.__setattr__(self, name, timedelta(seconds=value))
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
+                raise InvalidArgument(f"{name} must be a positive duration, not {value!r}")
+        if self.max_poll_interval <= 0 or self.flush_interval < 0:
+            raise InvalidArgument("max_poll_interval must be > 0 and flush_interval >= 0")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return (self.heartbeat or self.lease / 3).total_seconds()
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What a run did: steps executed, and how each ended."""
+
+    executed: int = 0
+    done: int = 0
+    failed: int = 0
+    rescheduled: int = 0
+    lost: int = 0
+    """Completions not written because the lease had been lost (another worker has the step)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, queue: str, count: int = 1) -> None:
+        with self._lock:
+            if queue == "done":
+                self.done += count
+            elif queue == "failed":
+                self.failed += count
+            elif queue == "ready":
+                self.rescheduled += count
+            else:
+                self.lost += count
+
+
+class WorkerPool:
+    """Runs step implementations from a registry until stopped (or idle)."""
+
+    def __init__(
+        self,
+        database: sa.Engine,
+        queries: StepQueries,
+        registry: StepRegistry,
+        insert: Callable[[sa.Connection, Sequence[Row]], list[int]],
+        waker: Waker,
+        settings: WorkerSettings,
+    ) -> None:
+        self._database = database
+        self._q = queries
+        self._registry = registry
+        self._insert = insert
+        self._waker = waker
+        self.settings = settings
+        self.pool_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stopping = threading.Event()
+        self._worker_ids: dict[int, str] = {}
+        self._idle: set[int] = set()
+        self._idle_lock = threading.Lock()
+        self._until_idle = False
+        self.stats = RunStats()
+        self._errors: list[BaseException] = []
+
+    # -- control ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask every worker to finish its current step, record it and release the rest."""
+        self._stopping.set()
+        self._waker.wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self, until_idle: bool = False, handle_signals: bool = True) -> RunStats:
+        """Run the pool in this thread until :meth:`stop`, a signal, or (``until_idle``) idle."""
+        self._until_idle = until_idle
+        threads = [
+            threading.Thread(target=self._work, args=(i,), name=f"flowkeeper-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        helpers = [threading.Thread(target=self._heartbeat, name="flowkeeper-heartbeat")]
+        if self._database.dialect.name == "postgresql":
+            helpers.append(
+                threading.Thread(
+                    target=notify_mod.listen,
+                    args=(self._database, self._waker.wake, self._stopping),
+                    name="flowkeeper-listen",
+                )
+            )
+        with self._signals_stop_pool(handle_signals):
+            for thread in threads + helpers:
+                thread.daemon = True
+                thread.start()
+            try:
+                while any(t.is_alive() for t in threads):
+                    for t in threads:
+                        t.join(timeout=0.2)
+            finally:
+                self.stop()
+                for thread in threads + helpers:
+                    thread.join()
+        if self._errors:
+            raise self._errors[0]
+        return self.stats
+
+    @contextmanager
+    def _signals_stop_pool(self, enabled: bool) -> Iterator[None]:
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing running steps", signal.Signals(signum).name)
+            self.stop()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    # -- one worker thread ----------------------------------------------------------------------
+
+    def _new_worker_id(self, index: int) -> str:
+        worker_id = f"{self.pool_id}/{index}.{uuid.uuid4().hex[:4]}"
+        self._worker_ids[index] = worker_id
+        return worker_id
+
+    def _work(self, index: int) -> None:
+        worker_id = self._new_worker_id(index)
+        runner = StepRunner(self._registry, worker_id, self.settings.unknown_step_delay)
+        connection: sa.Connection | None = None
+        limit = 1
+        backoff = MIN_POLL_INTERVAL
+        try:
+            while not self._stopping.is_set():
+                seen = self._waker.generation
+                # Busy while claiming: an empty claim proves nothing while another worker may
+                # be holding the very row (SKIP LOCKED) that it is about to run.
+                self._note_idle(index, False)
+                try:
+                    if connection is None:
+                        connection = self._database.connect()
+                    rows = self._claim(connection, worker_id, limit)
+                except exc.DBAPIError as error:
+                    log.warning(
+                        "worker %s: claim failed (%s); retrying", worker_id, first_line(error)
+                    )
+                    connection = _discard(connection)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.max_poll_interval)
+                    continue
+                if not rows:
+                    if self._note_idle(index, True):
+                        break
+                    self._waker.wait(seen, backoff)
+                    backoff = (
+                        MIN_POLL_INTERVAL
+                        if self._waker.generation != seen
+                        else min(backoff * 2, self.settings.max_poll_interval)
+                    )
+                    continue
+                backoff = MIN_POLL_INTERVAL
+                try:
+                    limit = self._run_batch(connection, runner, worker_id, rows)
+                except exc.DBAPIError as error:
+                    # The outcomes could not be written: the steps stay leased to this id and
+                    # run again elsewhere when the lease ends. A fresh id stops the heartbeat
+                    # from keeping them.
+                    log.warning("worker %s: lost its batch (%s)", worker_id, first_line(error))
+                    connection = _discard(connection)
+                    worker_id = self._new_worker_id(index)
+                    runner.close()
+                    runner = StepRunner(self._registry, worker_id, self.settings.unknown_step_delay)
+                    limit = 1
+        except BaseException as error:
+            log.exception("worker %s stopped by an unexpected error", worker_id)
+            self._errors.append(error)
+            self.stop()
+        finally:
+            runner.close()
+            if connection is not None:
+                connection.close()
+            self._note_idle(index, True)
+
+    def _note_idle(self, index: int, idle: bool) -> bool:
+        """Record a worker's state; True when ``until_idle`` is met (every worker found none)."""
+        with self._idle_lock:
+            if idle:
+                self._idle.add(index)
+            else:
+                self._idle.discard(index)
+            if self._until_idle and len(self._idle) == self.settings.workers:
+                self._stopping.set()
+                self._waker.wake()
+                return True
+        return False
+
+    def _claim(self, connection: sa.Connection, worker_id: str, limit: int) -> list[Row]:
+        def claim(conn: sa.Connection) -> list[Row]:
+            now = utcnow()
+            return self._q.claim(conn, worker_id, now, now + self.settings.lease, limit)
+
+        return _transact(connection, claim)
+
+    def _run_batch(
+        self, connection: sa.Connection, runner: StepRunner, worker_id: str, rows: list[Row]
+    ) -> int:
+        """Run a claimed batch, writing outcomes as it goes; return the next claim size."""
+        buffer: list[Completion] = []
+        buffered_since = time.perf_counter()
+        started = buffered_since
+
+        def begin_for_step() -> sa.Connection:
+            self._flush(connection, worker_id, runner, buffer)
+            buffer.clear()
+            connection.begin()
+            return connection
+
+        executed = 0
+        for position, row in enumerate(rows):
+            if self._stopping.is_set():
+                self._release(connection, worker_id, [r["id"] for r in rows[position:]])
+                break
+            completion = runner.run(row, begin_for_step)
+            executed += 1
+            if completion.connection is not None:
+                self._complete_in_step_transaction(connection, worker_id, runner, completion)
+            else:
+                if not buffer:
+                    buffered_since = time.perf_counter()
+                buffer.append(completion)
+                if time.perf_counter() - buffered_since >= self.settings.flush_interval:
+                    self._flush(connection, worker_id, runner, buffer)
+                    buffer.clear()
+        self._flush(connection, worker_id, runner, buffer)
+        with self.stats._lock:
+            self.stats.executed += executed
+        elapsed = time.perf_counter() - started
+        per_step = elapsed / max(executed, 1)
+        if per_step <= 0:
+            return self.settings.batch_size
+        return max(1, min(self.settings.batch_size, int(TARGET_BATCH_SECONDS / per_step)))
+
+    def _release(self, connection: sa.Connection, worker_id: str, ids: list[int]) -> None:
+        _transact(connection, lambda conn: self._q.release(conn, worker_id, ids))
+
+    # -- writing outcomes -------------------------------------------------------------------------
+
+    def _flush(
+        self,
+        connection: sa.Connection,
+        worker_id: str,
+        runner: StepRunner,
+        completions: list[Completion],
+    ) -> None:
+        if not completions:
+            return
+        try:
+            written = _transact(connection, lambda c: self._write(c, worker_id, completions))
+        except SingletonExists:
+            # One step's new steps clash with a ready singleton: write each on its own, so the
+            # others are not held back, and retry the clashing ones as if they had raised.
+            written = _Written()
+            for completion in completions:
+                written.merge(self._write_alone(connection, worker_id, runner, completion))
+        self._written(written)
+
+    def _write_alone(
+        self,
+        connection: sa.Connection,
+        worker_id: str,
+        runner: StepRunner,
+        completion: Completion,
+    ) -> _Written:
+        try:
+            return _transact(connection, lambda c: self._write(c, worker_id, [completion]))
+        except SingletonExists as clash:
+            retry = runner.as_error(completion, clash)
+            return _transact(connection, lambda c: self._write(c, worker_id, [retry]))
+
+    def _complete_in_step_transaction(
+        self,
+        connection: sa.Connection,
+        worker_id: str,
+        runner: StepRunner,
+        completion: Completion,
+    ) -> None:
+        """Write the outcome in the transaction the step wrote through, and commit both."""
+        try:
+            written = self._write(connection, worker_id, [completion])
+            connection.commit()
+        except (SingletonExists, exc.DBAPIError) as error:
+            # The step's own writes are gone with the transaction: run it again later.
+            connection.rollback()
+            completion.connection = None
+            written = self._write_alone(
+                connection, worker_id, runner, runner.as_error(completion, error)
+            )
+        except BaseException:
+            connection.rollback()
+            raise
+        self._written(written)
+
+    def _written(self, written: _Written) -> None:
+        for queue, count in written.outcomes.items():
+            self.stats.add(queue, count)
+        if written.due:
+            self._waker.wake()
+
+    def _write(
+        self, connection: sa.Connection, worker_id: str, completions: list[Completion]
+    ) -> _Written:
+        """Record outcomes of the steps this worker still holds, with the steps they add."""
+        finishing = [c.id for c in completions if c.queue != "ready"]
+        held = self._q.take_held(connection, worker_id, finishing)
+        for queue in ("done", "failed"):
+            self._q.insert_finished(
+                connection,
+                queue,
+                [c.row for c in completions if c.queue == queue and c.id in held],
+            )
+        for completion in completions:
+            if completion.queue == "ready" and self._q.reschedule(
+                connection, worker_id, completion.reschedule
+            ):
+                held.add(completion.id)
+        now = utcnow()
+        new_rows = [
+            ready_row(step, now, parent=c.row)
+            for c in completions
+            if c.id in held
+            for step in c.new_steps
+        ]
+        if new_rows:
+            self._insert(connection, new_rows)
+        written = _Written(due=any(row["run_at"] <= now for row in new_rows))
+        if written.due:
+            notify_mod.notify(connection)
+        for completion in completions:
+            written.count(completion.queue if completion.id in held else "lost")
+        return written
+
+    # -- heartbeat ---------------------------------------------------------------------------------
+
+    def _extend_leases(self, connection: sa.Connection) -> None:
+        workers = list(self._worker_ids.values())
+
+        def extend(conn: sa.Connection) -> int:
+            return self._q.extend_leases(conn, workers, utcnow() + self.settings.lease)
+
+        _transact(connection, extend)
+
+    def _heartbeat(self) -> None:
+        interval = self.settings.heartbeat_interval
+        connection: sa.Connection | None = None
+        while not self._stopping.wait(interval):
+            try:
+                if connection is None:
+                    connection = self._database.connect()
+                self._extend_leases(connection)
+            except exc.DBAPIError as error:
+                log.warning("heartbeat failed (%s); leases may expire", first_line(error))
+                connection = _discard(connection)
+        if connection is not None:
+            connection.close()
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one write recorded: outcomes by queue, and whether it added steps due now."""
+
+    due: bool = False
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, queue: str) -> None:
+        self.outcomes[queue] = self.outcomes.get(queue, 0) + 1
+
+    def merge(self, other: _Written) -> None:
+        self.due |= other.due
+        for queue, count in other.outcomes.items():
+            self.outcomes[queue] = self.outcomes.get(queue, 0) + count
+
+
+T = TypeVar("T")
+TRANSIENT_ATTEMPTS = 6
+
+
+def _transact(connection: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
+    """Run ``work`` in a transaction, running it again after a deadlock or a busy database."""
+    for attempt in range(TRANSIENT_ATTEMPTS):
+        try:
+            with connection.begin():
+                return work(connection)
+        except exc.DBAPIError as error:
+            if attempt + 1 == TRANSIENT_ATTEMPTS or not is_transient(error):
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _discard(connection: sa.Connection | None) -> sa.Connection | None:
+    if connection is not None:
+        try:
+            connection.invalidate()
+            connection.close()
+        except Exception:  # the connection is already broken; nothing more to do
+            log.debug("closing a broken connection failed", exc_info=True)
+    return None

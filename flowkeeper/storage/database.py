@@ -1,0 +1,205 @@
+"""Connecting to the database: URL defaults per driver, connection set-up, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+
+from flowkeeper.errors import DatabaseUnavailable, InvalidDatabaseURL
+
+DEFAULT_URL = "sqlite:///flowkeeper.db"
+URL_ENVIRONMENT_VARIABLE = "FLOWKEEPER_DATABASE_URL"
+
+Kind = Literal["sqlite", "postgresql", "mysql"]
+
+# The driver each database gets when the URL names none, and the extra that installs it.
+_DEFAULT_DRIVERS: dict[str, tuple[str, str | None]] = {
+    "sqlite": ("sqlite", None),
+    "postgresql": ("postgresql+psycopg", "postgres"),
+    "postgres": ("postgresql+psycopg", "postgres"),
+    "mysql": ("mysql+pymysql", "mysql"),
+    "mariadb": ("mariadb+pymysql", "mysql"),
+}
+_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10
+
+
+def resolve_url(url: str | URL | None) -> URL:
+    """The URL to use: the one given, else ``$FLOWKEEPER_DATABASE_URL``, else SQLite.
+
+    A bare ``postgresql://`` or ``mysql://`` gets the driver Flowkeeper installs
+    (psycopg 3, PyMySQL).
+    """
+    if url is None:
+        url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError as error:
+        raise InvalidDatabaseURL(
+            f"cannot parse database URL {str(url)!r}: {error}; expected e.g. "
+            "sqlite:///flowkeeper.db, postgresql://user@host/db or mysql://user@host/db"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        raise InvalidDatabaseURL(
+            f"database URL {parsed.render_as_string(hide_password=True)!r} names "
+            f"{backend!r}; Flowkeeper supports sqlite, postgresql and mysql/mariadb"
+        )
+    if "+" not in parsed.drivername:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[backend][0])
+    elif backend == "postgres":
+        parsed = parsed.set(drivername=parsed.drivername.replace("postgres+", "postgresql+"))
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def kind_of(url: URL) -> Kind:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return "sqlite"
+    if backend == "postgresql":
+        return "postgresql"
+    return "mysql"
+
+
+def create_database(url: URL, **engine_options: Any) -> sa.Engine:
+    """A SQLAlchemy engine set up the way Flowkeeper's transactions need it.
+
+    SQLite: WAL, ``synchronous=NORMAL``, a busy timeout, and ``BEGIN IMMEDIATE`` for every
+    transaction (one writer at a time, taken up front, so two writers never deadlock on the
+    upgrade from read to write). MySQL: READ COMMITTED, so claims do not take gap locks.
+    """
+    kind = kind_of(url)
+    connect_args: dict[str, Any] = {}
+    options: dict[str, Any] = {"pool_pre_ping": kind != "sqlite"}
+    if kind == "sqlite":
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+        connect_args["check_same_thread"] = False
+        options["pool_size"] = 20
+        options["max_overflow"] = 20
+    elif kind == "postgresql":
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        options["pool_size"] = 10
+        options["max_overflow"] = 30
+    else:
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        options["isolation_level"] = "READ COMMITTED"
+        options["pool_size"] = 10
+        options["max_overflow"] = 30
+        options["pool_recycle"] = 3600
+    options.update(engine_options)
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args, **options)
+    except ModuleNotFoundError as error:
+        extra = _EXTRAS.get(url.get_backend_name(), "all")
+        raise InvalidDatabaseURL(
+            f"the driver for {url.drivername!r} is not installed ({error.name}); "
+            f"install it with: pip install 'flowkeeper[{extra}]'"
+        ) from None
+    except exc.ArgumentError as error:
+        raise InvalidDatabaseURL(f"invalid database URL options: {error}") from None
+    if kind == "sqlite":
+        _set_up_sqlite(engine)
+    return engine
+
+
+def _set_up_sqlite(engine: sa.Engine) -> None:
+    memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver: it would otherwise begin lazily with a
+        # plain BEGIN, which lets two writers deadlock when both upgrade to write.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def describe(url: URL) -> str:
+    """The URL with its password hidden, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def translate_connection_errors(url: URL) -> Iterator[None]:
+    """Turn a failure to connect into :class:`DatabaseUnavailable` with the URL in it."""
+    try:
+        yield
+    except exc.OperationalError as error:
+        if error.connection_invalidated or _is_connect_failure(error):
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {describe(url)}: {_first_line(error.orig)}; "
+                "check that it is running and that the URL (host, port, user, database) is right"
+            ) from error
+        raise
+
+
+_TRANSIENT_CODES = {
+    "40001",  # PostgreSQL serialization_failure
+    "40P01",  # PostgreSQL deadlock_detected
+    "55P03",  # PostgreSQL lock_not_available
+}
+_TRANSIENT_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+
+
+def is_transient(error: exc.DBAPIError) -> bool:
+    """A deadlock, serialisation failure or busy database: the transaction may simply be rerun."""
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _TRANSIENT_CODES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_MYSQL:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "deadlock" in text
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text: enough for a log line, never the whole SQL."""
+    if isinstance(error, exc.DBAPIError) and error.orig is not None:
+        error = error.orig
+    return f"{type(error).__name__}: {_first_line(error)}"
+
+
+def _is_connect_failure(error: exc.OperationalError) -> bool:
+    text = str(error.orig).lower()
+    needles = (
+        "connection refused",
+        "could not connect",
+        "can't connect",
+        "unable to open database",
+        "connection failed",
+        "timeout expired",
+        "name or service not known",
+        "unknown database",
+        "does not exist",
+        "access denied",
+        "authentication failed",
+        "lost connection",
+        "server closed the connection",
+    )
+    return any(needle in text for needle in needles)
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if error is not None and str(error) else "error"

@@ -1,0 +1,104 @@
+"""The tables, in SQLAlchemy Core. Alembic migrations create them; this module describes them.
+
+The three step queues share their columns: a step keeps its id as it moves from ready to done
+or failed. The ready queue adds the lease (``locked_by``, ``locked_until``), the claim key
+``available_at`` (the step's ``run_at``, or its lease's end while a worker holds it: one
+indexed column the claim can range-scan) and ``singleton_key`` (the name of a singleton step,
+NULL otherwise) whose unique index makes the database enforce "one ready singleton per name".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+from flowkeeper.storage.types import BigId, JsonText, LongText, UTCDateTime
+
+NAME_LENGTH = 255
+"""Longest step name, flow id, correlation id, search key or worker id, in characters."""
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TABLE_KWARGS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+
+
+def _step_columns(autoincrement: bool) -> list[Column[Any]]:
+    return [
+        Column("id", BigId, primary_key=True, autoincrement=autoincrement),
+        Column("name", String(NAME_LENGTH), nullable=False),
+        Column("singleton", Boolean, nullable=False, default=False),
+        Column("flow_id", String(NAME_LENGTH)),
+        Column("correlation_id", String(NAME_LENGTH)),
+        Column("search_key", String(NAME_LENGTH)),
+        Column("state", JsonText),
+        Column("activation_args", JsonText),
+        Column("execution_count", Integer, nullable=False, default=0),
+        Column("run_at", UTCDateTime, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("created_by_step_id", BigId),
+        Column("execution_started_at", UTCDateTime),
+        Column("execution_duration_ms", Integer),
+        Column("executed_by", String(NAME_LENGTH)),
+        Column("description", LongText),
+        Column("tenant_id", String(NAME_LENGTH)),
+    ]
+
+
+STEP_COLUMNS = tuple(c.name for c in _step_columns(False))
+"""The columns every queue has, in table order."""
+
+steps_ready = Table(
+    "fk_steps_ready",
+    metadata,
+    *_step_columns(True),
+    Column("singleton_key", String(NAME_LENGTH)),
+    Column("locked_by", String(NAME_LENGTH)),
+    Column("locked_until", UTCDateTime),
+    Column("available_at", UTCDateTime, nullable=False),
+    Index(None, "available_at"),
+    Index(None, "singleton_key", unique=True),
+    Index(None, "name"),
+    Index(None, "flow_id"),
+    Index(None, "correlation_id"),
+    Index(None, "search_key"),
+    Index(None, "created_at"),
+    Index(None, "locked_by"),
+    sqlite_autoincrement=True,  # never reuse an id: it may live on in done or failed
+    **TABLE_KWARGS,
+)
+
+
+def _finished_queue(table_name: str) -> Table:
+    return Table(
+        table_name,
+        metadata,
+        *_step_columns(False),
+        Index(None, "name"),
+        Index(None, "flow_id"),
+        Index(None, "correlation_id"),
+        Index(None, "search_key"),
+        Index(None, "created_at"),
+        **TABLE_KWARGS,
+    )
+
+
+steps_done = _finished_queue("fk_steps_done")
+steps_failed = _finished_queue("fk_steps_failed")
+
+QUEUES = {"ready": steps_ready, "done": steps_done, "failed": steps_failed}
+"""Queue name → table."""
