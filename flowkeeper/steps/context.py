@@ -86,7 +86,12 @@ class StepContext:
         """The SQLAlchemy connection of the transaction that will record this step's outcome.
 
         Writes made through it commit together with the outcome and the new steps, or not at
-        all: if the worker loses the step's lease, or the step raises, they roll back.
+        all: if the worker loses the step's lease, or the step raises, they roll back. Do not
+        commit or roll it back yourself.
+
+        The transaction begins on first use and lasts until the step's outcome is written. On
+        SQLite it holds the database's one write lock all that time (every other writer waits),
+        so write at the end of the step, after any slow work.
         """
         if self.used_connection is None:
             self.used_connection = self._connection_factory()

@@ -9,9 +9,10 @@ implementation here → postponed, not failed, so a rolling deploy loses nothing
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -27,6 +28,9 @@ from flowkeeper.storage.step_queries import Row
 
 MAX_DESCRIPTION = 8000
 """Longest error text kept in a step's description."""
+
+DONE = Outcome("done")
+"""What returning ``None`` means: the same as ``step.done()``."""
 
 
 @dataclass(slots=True)
@@ -83,10 +87,9 @@ class StepRunner:
         context = StepContext(row, connection_factory)
         clock = time.perf_counter()
         try:
-            if registration.is_async:
-                result = self._event_loop().run_until_complete(registration.function(context))
-            else:
-                result = registration.function(context)
+            result = registration.function(context)
+            if inspect.isawaitable(result):  # async def, or a callable that returns a coroutine
+                result = self._event_loop().run_until_complete(_awaited(result))
         except FailStep as failure:
             return self._finish(
                 row,
@@ -99,7 +102,7 @@ class StepRunner:
         except Exception as error:
             return self._retry(row, clock, context, error)
         if result is None:
-            return self._finish(row, "done", clock, context)
+            result = DONE
         if not isinstance(result, Outcome):
             _roll_back(context)
             return self._finish(
@@ -203,6 +206,10 @@ class StepRunner:
             f"postponed until {when.isoformat()}"
         )
         return self._finish(row, "ready", time.perf_counter(), description=description, run_at=when)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _roll_back(context: StepContext | None) -> None:

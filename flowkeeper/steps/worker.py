@@ -127,6 +127,8 @@ class WorkerPool:
         self._until_idle = False
         self.stats = RunStats()
         self._errors: list[BaseException] = []
+        self.listener: notify_mod.Listener | None = None
+        """PostgreSQL: the LISTEN connection's thread body, while :meth:`run` runs."""
 
     # -- control ------------------------------------------------------------------------------
 
@@ -134,6 +136,8 @@ class WorkerPool:
         """Ask every worker to finish its current step, record it and release the rest."""
         self._stopping.set()
         self._waker.wake()
+        if self.listener is not None:
+            self.listener.stop()
 
     @property
     def stopping(self) -> bool:
@@ -146,26 +150,33 @@ class WorkerPool:
             threading.Thread(target=self._work, args=(i,), name=f"flowkeeper-worker-{i}")
             for i in range(self.settings.workers)
         ]
-        helpers = [threading.Thread(target=self._heartbeat, name="flowkeeper-heartbeat")]
-        if self._database.dialect.name == "postgresql":
-            helpers.append(
-                threading.Thread(
-                    target=notify_mod.listen,
-                    args=(self._database, self._waker.wake, self._stopping),
-                    name="flowkeeper-listen",
-                )
+        # The heartbeat outlives the stop request: steps still running keep their leases
+        # until their workers have recorded them.
+        workers_done = threading.Event()
+        helpers = [
+            threading.Thread(
+                target=self._heartbeat, args=(workers_done,), name="flowkeeper-heartbeat"
             )
+        ]
+        if self._database.dialect.name == "postgresql":
+            self.listener = notify_mod.Listener(self._database, self._waker.wake)
+            helpers.append(threading.Thread(target=self.listener.run, name="flowkeeper-listen"))
         with self._signals_stop_pool(handle_signals):
             for thread in threads + helpers:
                 thread.daemon = True
                 thread.start()
+            if self._stopping.is_set():  # stopped before the listener existed
+                self.stop()
             try:
                 while any(t.is_alive() for t in threads):
                     for t in threads:
                         t.join(timeout=0.2)
             finally:
                 self.stop()
-                for thread in threads + helpers:
+                for thread in threads:
+                    thread.join()
+                workers_done.set()
+                for thread in helpers:
                     thread.join()
         if self._errors:
             raise self._errors[0]
@@ -355,10 +366,18 @@ class WorkerPool:
         runner: StepRunner,
         completion: Completion,
     ) -> None:
-        """Write the outcome in the transaction the step wrote through, and commit both."""
+        """Write the outcome in the transaction the step wrote through, and commit both.
+
+        If the lease was lost meanwhile, the step's writes roll back: the worker that holds the
+        step now makes them again, and only its outcome counts.
+        """
         try:
             written = self._write(connection, worker_id, [completion])
-            connection.commit()
+            if written.outcomes.get("lost"):
+                connection.rollback()
+                written.due = False
+            else:
+                connection.commit()
         except (SingletonExists, exc.DBAPIError) as error:
             # The step's own writes are gone with the transaction: run it again later.
             connection.rollback()
@@ -420,10 +439,10 @@ class WorkerPool:
 
         _transact(connection, extend)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, workers_done: threading.Event) -> None:
         interval = self.settings.heartbeat_interval
         connection: sa.Connection | None = None
-        while not self._stopping.wait(interval):
+        while not workers_done.wait(interval):
             try:
                 if connection is None:
                     connection = self._database.connect()

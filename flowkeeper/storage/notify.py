@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
+import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -41,27 +45,68 @@ class Waker:
                 self._condition.wait(timeout)
 
 
-def listen(database: sa.Engine, on_notify: Callable[[], None], stopping: threading.Event) -> None:
-    """Block, calling ``on_notify`` for every NOTIFY on :data:`CHANNEL`, until ``stopping``.
+class Listener:
+    """Calls ``on_notify`` for every batch of NOTIFYs on :data:`CHANNEL` (PostgreSQL only).
 
-    Runs on its own driver connection (psycopg 3) in autocommit; reconnects after a failure.
+    :meth:`run` blocks on its own driver connection (psycopg 3, autocommit), reconnecting after
+    a failure, until :meth:`stop` is called from any thread, which ends it at once. While idle
+    it checks the connection every :attr:`health_interval` seconds, so a connection that died
+    silently is replaced rather than waited on for ever.
     """
-    cargs, cparams = database.dialect.create_connect_args(database.url)
-    while not stopping.is_set():
+
+    health_interval = 30.0
+
+    def __init__(self, database: sa.Engine, on_notify: Callable[[], None]) -> None:
+        self._database = database
+        self._on_notify = on_notify
+        self._stopping = threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):  # the buffer is full: a wake-up is pending anyway
+            self._wake_writer.send(b"x")
+
+    def run(self) -> None:
+        cargs, cparams = self._database.dialect.create_connect_args(self._database.url)
         try:
-            driver = database.dialect.connect(*cargs, **cparams)
-        except Exception as error:
-            log.warning("cannot open the LISTEN connection (%s); retrying", error)
-            stopping.wait(1.0)
-            continue
-        try:
-            driver.autocommit = True
-            driver.execute(f"LISTEN {CHANNEL}")
-            while not stopping.is_set():
-                for _ in driver.notifies(timeout=0.5, stop_after=1):
-                    on_notify()
-        except Exception as error:
-            log.warning("LISTEN connection failed (%s); reconnecting", error)
-            stopping.wait(0.5)
+            while not self._stopping.is_set():
+                try:
+                    driver = self._database.dialect.connect(*cargs, **cparams)
+                except Exception as error:
+                    log.warning("cannot open the LISTEN connection (%s); retrying", error)
+                    self._pause(1.0)
+                    continue
+                try:
+                    driver.autocommit = True
+                    driver.execute(f"LISTEN {CHANNEL}")
+                    # Steps added while there was no LISTEN were not announced: look anyway.
+                    self._on_notify()
+                    self._listen(driver)
+                except Exception as error:
+                    log.warning("LISTEN connection failed (%s); reconnecting", error)
+                    self._pause(0.5)
+                finally:
+                    with contextlib.suppress(Exception):
+                        driver.close()
         finally:
-            driver.close()
+            self._wake_reader.close()
+            self._wake_writer.close()
+
+    def _listen(self, driver: Any) -> None:
+        while not self._stopping.is_set():
+            # Drain what has arrived (or was read along with an earlier reply) without waiting;
+            # one wake-up serves them all.
+            if list(driver.notifies(timeout=0)):
+                self._on_notify()
+            readable, _, _ = select.select(
+                [driver.fileno(), self._wake_reader], [], [], self.health_interval
+            )
+            if not readable:
+                driver.execute("SELECT 1")
+
+    def _pause(self, seconds: float) -> None:
+        if not self._stopping.wait(0):
+            select.select([self._wake_reader], [], [], seconds)

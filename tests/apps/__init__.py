@@ -1,0 +1,1 @@
+"""Flowkeeper applications that tests run in real ``flowkeeper worker`` processes."""

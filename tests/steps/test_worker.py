@@ -1,0 +1,663 @@
+"""The worker pool's guarantees: leases, fencing, heartbeats, stopping, wake-ups, exactly-once.
+
+A "dead" worker is simulated by claiming rows under a made-up worker id; a worker that lost
+its lease by another pool taking the step over once the lease has run out.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+
+import flowkeeper as fk
+from flowkeeper.storage.step_queries import StepQueries
+from flowkeeper.storage.tables import steps_ready
+from tests.apps import crash_app
+from tests.apps.processes import start_worker
+
+T = TypeVar("T")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "it") -> T:
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Background:
+    """``engine.run`` in a thread of its own, as another process's pool would run."""
+
+    def __init__(self, engine: fk.Engine, **options: Any) -> None:
+        self.engine = engine
+        self.stats: fk.RunStats | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(options,), daemon=True)
+        self.thread.start()
+
+    def _run(self, options: dict[str, Any]) -> None:
+        try:
+            self.stats = self.engine.run(handle_signals=False, **options)
+        except BaseException as error:
+            self.error = error
+
+    def stop(self, timeout: float = 30.0) -> fk.RunStats:
+        deadline = time.monotonic() + timeout
+        while self.thread.is_alive():  # engine.stop() does nothing until run() has begun
+            assert time.monotonic() < deadline, "the pool did not stop"
+            self.engine.stop()
+            self.thread.join(0.05)
+        if self.error is not None:
+            raise self.error
+        assert self.stats is not None
+        return self.stats
+
+
+def ready(engine: fk.Engine) -> list[fk.StepRecord]:
+    return engine.search(queues=["ready"], limit=None)["ready"]
+
+
+def locked(engine: fk.Engine) -> list[fk.StepRecord]:
+    return [r for r in ready(engine) if r.locked_by is not None or r.locked_until is not None]
+
+
+@pytest.fixture
+def effects(engine: fk.Engine) -> Iterator[sa.Table]:
+    """An application table of the test's own, written through ``step.connection``."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "app_effects",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("step_id", sa.BigInteger, nullable=False),
+        sa.Column("note", sa.String(100)),
+    )
+    metadata.drop_all(engine.database)
+    metadata.create_all(engine.database)
+    yield table
+    engine.database.dispose()
+    metadata.drop_all(engine.database)
+
+
+def rows_of(engine: fk.Engine, table: sa.Table) -> list[tuple[Any, ...]]:
+    with engine.database.connect() as connection:
+        return [tuple(r) for r in connection.execute(sa.select(table.c.step_id, table.c.note))]
+
+
+def set_ready_columns(engine: fk.Engine, step_id: int, **values: Any) -> None:
+    """Change a ready step behind the engine's back, as another worker would."""
+    with engine.database.begin() as connection:
+        connection.execute(steps_ready.update().where(steps_ready.c.id == step_id).values(values))
+
+
+def claim_as_dead_worker(engine: fk.Engine, worker: str, lease: float) -> list[int]:
+    """Lease every due step to ``worker``, which never comes back for them."""
+    queries = StepQueries(engine.kind)
+    now = datetime.now(UTC)
+    with engine.database.begin() as connection:
+        rows = queries.claim(connection, worker, now, now + timedelta(seconds=lease), 1000)
+    return [row["id"] for row in rows]
+
+
+# -- until idle ------------------------------------------------------------------------------
+
+
+def test_run_until_idle_returns_with_future_steps_still_ready(engine: fk.Engine) -> None:
+    engine.register_step(["now"], lambda step: step.done(fk.Step("soon", run_at=in_an_hour())))
+    due = engine.add_steps(*(fk.Step("now", i) for i in range(5)))
+    future = engine.add_step(fk.Step("now", run_at=in_an_hour()))
+
+    started = time.monotonic()
+    stats = engine.run(workers=3, until_idle=True, handle_signals=False)
+
+    assert time.monotonic() - started < 5
+    assert (stats.executed, stats.done) == (5, 5)
+    assert engine.count() == {"ready": 6, "done": 5, "failed": 0}
+    waiting = ready(engine)
+    assert {r.name for r in waiting} == {"now", "soon"}
+    assert all(r.execution_count == 0 and r.locked_by is None for r in waiting)
+    assert future in {r.id for r in waiting}
+    assert {r.created_by_step_id for r in waiting if r.name == "soon"} == set(due)
+
+
+# -- step.connection -------------------------------------------------------------------------
+
+
+def test_writes_through_step_connection_commit_with_the_completion(
+    engine: fk.Engine, effects: sa.Table
+) -> None:
+    @engine.step("book")
+    def book(step: fk.StepContext) -> fk.Outcome:
+        step.connection.execute(effects.insert().values(step_id=step.id, note="booked"))
+        return step.done(fk.Step("receipt", run_at=in_an_hour()))
+
+    ids = engine.add_steps(*(fk.Step("book") for _ in range(3)))
+    engine.run(workers=2, until_idle=True, handle_signals=False)
+
+    assert sorted(rows_of(engine, effects)) == [(i, "booked") for i in ids]
+    assert engine.count() == {"ready": 3, "done": 3, "failed": 0}
+    assert {r.created_by_step_id for r in ready(engine)} == set(ids)
+
+
+def test_writes_through_step_connection_roll_back_when_the_step_raises(
+    engine: fk.Engine, effects: sa.Table
+) -> None:
+    @engine.step("flaky-book", retry=fk.Retry(delay=0))
+    def flaky_book(step: fk.StepContext) -> fk.Outcome:
+        step.connection.execute(
+            effects.insert().values(step_id=step.id, note=f"try {step.execution_count}")
+        )
+        if step.execution_count < 3:
+            raise RuntimeError("the payment provider timed out")
+        return step.done(fk.Step("receipt", run_at=in_an_hour()))
+
+    @engine.step("always-breaks")
+    def always_breaks(step: fk.StepContext) -> None:
+        step.connection.execute(effects.insert().values(step_id=step.id, note="never"))
+        raise ValueError("after writing")
+
+    flaky = engine.add_step(fk.Step("flaky-book"))
+    broken = engine.add_step(fk.Step("always-breaks"))
+    engine.run(workers=2, until_idle=True, handle_signals=False)
+
+    assert rows_of(engine, effects) == [(flaky, "try 3")]
+    assert engine.get_step(flaky).queue == "done"
+    record = engine.get_step(broken)
+    assert (record.queue, record.execution_count, record.locked_by) == ("ready", 1, None)
+    assert record.description is not None
+    assert "ValueError: after writing" in record.description
+    assert [r.name for r in ready(engine)] == ["always-breaks", "receipt"]
+
+
+# -- singletons among new steps ----------------------------------------------------------------
+
+
+def test_a_singleton_clash_in_new_steps_retries_that_step_alone(
+    engine: fk.Engine, effects: sa.Table
+) -> None:
+    singleton = engine.add_step(fk.Step("nightly", singleton=True, run_at=in_an_hour()))
+
+    @engine.step("spawn")
+    def spawn(step: fk.StepContext) -> fk.Outcome:
+        if step.state == "clash":
+            return step.done(fk.Step("nightly", singleton=True))
+        if step.state == "clash-with-writes":
+            step.connection.execute(effects.insert().values(step_id=step.id, note="clash"))
+            return step.done(fk.Step("nightly", singleton=True))
+        return step.done(fk.Step("child", step.state))
+
+    engine.register_step(["child"], lambda step: None)
+    # A fast first step, so that the worker claims the others in one batch after it.
+    engine.add_step(fk.Step("spawn", "warm-up", run_at=datetime.now(UTC) - timedelta(seconds=1)))
+    ids = engine.add_steps(
+        fk.Step("spawn", "a"),
+        fk.Step("spawn", "clash"),
+        fk.Step("spawn", "b"),
+        fk.Step("spawn", "clash-with-writes"),
+        fk.Step("spawn", "c"),
+    )
+    engine.run(workers=1, until_idle=True, handle_signals=False)
+
+    done = engine.search(fk.Search(name="child"), queues=["done"])["done"]
+    assert sorted(r.state for r in done) == ["a", "b", "c", "warm-up"]
+    for clashing in (ids[1], ids[3]):
+        record = engine.get_step(clashing)
+        assert (record.queue, record.execution_count, record.locked_by) == ("ready", 1, None)
+        assert record.description is not None
+        assert "SingletonExists" in record.description
+        assert record.execution_started_at is not None
+        assert record.run_at > record.execution_started_at
+    assert rows_of(engine, effects) == []
+    nightly = engine.search(fk.Search(name="nightly"), queues=["ready"])["ready"]
+    assert [r.id for r in nightly] == [singleton]
+    assert engine.count() == {"ready": 3, "done": 8, "failed": 0}
+
+
+# -- leases and fencing ------------------------------------------------------------------------
+
+
+def test_a_dead_workers_steps_run_again_once_its_lease_expires(db_url: str) -> None:
+    executions: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+    with fk.Engine(db_url, lease=1) as engine:
+
+        @engine.step("job")
+        def job(step: fk.StepContext) -> None:
+            with lock:
+                executions[step.id] += 1
+
+        ids = engine.add_steps(*(fk.Step("job", i) for i in range(5)))
+        claimed_at = time.monotonic()
+        assert sorted(claim_as_dead_worker(engine, "dead-host:1:0/0", lease=1.0)) == ids
+        assert {r.locked_by for r in ready(engine)} == {"dead-host:1:0/0"}
+
+        # While the lease lasts nobody else may run them; a pool that looks finds nothing.
+        stats = engine.run(workers=2, until_idle=True, handle_signals=False)
+        assert stats.executed == 0
+        assert time.monotonic() - claimed_at < 1.0, "too slow to prove anything"
+
+        pool = Background(engine, workers=2, max_poll_interval=0.1)
+        wait_for(lambda: engine.count()["done"] == 5, what="the steps to run again")
+        elapsed = time.monotonic() - claimed_at
+        pool.stop()
+
+    assert elapsed >= 0.9  # not before the lease ran out
+    assert executions == dict.fromkeys(ids, 1)
+    with fk.Engine(db_url) as reader:
+        done = reader.search(queues=["done"])["done"]
+        assert [r.execution_count for r in done] == [2] * 5  # the dead claim counted
+        assert all(r.executed_by != "dead-host:1:0/0" for r in done)
+        # The dead worker comes back: its completion is fenced off.
+        queries = StepQueries(reader.kind)
+        with reader.database.begin() as connection:
+            assert queries.take_held(connection, "dead-host:1:0/0", ids) == set()
+            assert not queries.reschedule(
+                connection,
+                "dead-host:1:0/0",
+                {
+                    "step_id": ids[0],
+                    "state": "null",
+                    "run_at": datetime.now(UTC),
+                    "description": "from the grave",
+                    "execution_count": 1,
+                    "execution_started_at": None,
+                    "execution_duration_ms": None,
+                    "executed_by": "dead-host:1:0/0",
+                },
+            )
+        assert reader.count() == {"ready": 0, "done": 5, "failed": 0}
+
+
+def test_a_worker_that_lost_its_lease_cannot_complete(
+    db_url: str, engine: fk.Engine, effects: sa.Table
+) -> None:
+    """Pool A's step hangs past its lease (as if its heartbeat had stopped); pool B takes the
+    step over and completes it; then A's step returns, and nothing of A's outcome is written.
+    """
+    entered = threading.Event()
+    release = threading.Event()
+    executions: list[str] = []
+
+    def slow_a(step: fk.StepContext) -> fk.Outcome:
+        executions.append("A")
+        entered.set()
+        assert release.wait(30)
+        # (On SQLite, writing holds the database's one write lock: write late, not early.)
+        step.connection.execute(effects.insert().values(step_id=step.id, note="A"))
+        return step.done(fk.Step("from-A"))
+
+    step_id = engine.add_step(fk.Step("slow"))
+    # Pool A: a long lease, so its heartbeat (every lease/3) does not run during the test.
+    slow_engine = fk.Engine(db_url, lease=600)
+    slow_engine.register_step(["slow"], slow_a, retry=fk.Retry(max_attempts=1))
+    pool_a = Background(slow_engine, workers=1)
+    try:
+        assert entered.wait(15)
+        holder = engine.get_step(step_id).locked_by
+        assert holder is not None
+        # A's lease runs out: the heartbeat never came.
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        set_ready_columns(engine, step_id, locked_until=past, available_at=past)
+
+        # Pool B takes the step over and finishes it.
+        with fk.Engine(db_url, lease=5) as b_engine:
+
+            @b_engine.step("slow")
+            def slow_b(step: fk.StepContext) -> fk.Outcome:
+                executions.append("B")
+                step.connection.execute(effects.insert().values(step_id=step.id, note="B"))
+                return step.done(fk.Step("from-B", run_at=in_an_hour()))
+
+            b_stats = b_engine.run(workers=1, until_idle=True, handle_signals=False)
+        assert b_stats.done == 1
+        done = engine.get_step(step_id)
+        assert done.queue == "done"
+        assert done.executed_by != holder
+        assert done.execution_count == 2
+
+    finally:
+        release.set()
+        a_stats = pool_a.stop()
+        slow_engine.close()
+
+    assert executions == ["A", "B"]
+    assert (a_stats.executed, a_stats.lost, a_stats.done) == (1, 1, 0)
+    assert engine.get_step(step_id).executed_by == done.executed_by  # B's record stands
+    assert rows_of(engine, effects) == [(step_id, "B")]  # A's write rolled back
+    assert [r.name for r in ready(engine)] == ["from-B"]
+    assert engine.count() == {"ready": 1, "done": 1, "failed": 0}
+
+
+@pytest.mark.parametrize("ending", ["done", "fail", "rerun", "raise"])
+def test_no_outcome_is_written_for_a_step_another_worker_holds(
+    engine: fk.Engine, effects: sa.Table, ending: str
+) -> None:
+    """Inside the step, another worker takes it over (as after the lease ran out): whatever
+    way the step ends, its outcome, new steps and writes through step.connection are dropped.
+    """
+
+    @engine.step("taken", retry=fk.Retry(max_attempts=1))
+    def taken(step: fk.StepContext) -> fk.Outcome:
+        set_ready_columns(engine, step.id, locked_by="thief")
+        step.connection.execute(effects.insert().values(step_id=step.id, note=ending))
+        new = fk.Step("spawned")
+        if ending == "done":
+            return step.done(new)
+        if ending == "fail":
+            return step.fail("no", new)
+        if ending == "rerun":
+            return step.rerun(state="changed", new_steps=[new])
+        raise RuntimeError("broken")
+
+    step_id = engine.add_step(fk.Step("taken", "original"))
+    stats = engine.run(workers=1, until_idle=True, handle_signals=False)
+
+    assert (stats.executed, stats.lost, stats.done, stats.failed, stats.rescheduled) == (
+        1,
+        1,
+        0,
+        0,
+        0,
+    )
+    record = engine.get_step(step_id)
+    assert (record.queue, record.locked_by, record.state) == ("ready", "thief", "original")
+    assert record.description is None
+    assert rows_of(engine, effects) == []
+    assert engine.count() == {"ready": 1, "done": 0, "failed": 0}
+
+
+def test_the_heartbeat_keeps_a_long_step_leased(db_url: str) -> None:
+    runs: list[int] = []
+    with fk.Engine(db_url, lease=1) as engine, fk.Engine(db_url, lease=1) as rival:
+
+        @engine.step("long")
+        def long(step: fk.StepContext) -> None:
+            runs.append(step.id)
+            time.sleep(2.5)  # the step itself: well past the 1 s lease
+
+        rival.register_step(["long"], long)
+        step_id = engine.add_step(fk.Step("long"))
+        rival_pool = Background(rival, workers=2, max_poll_interval=0.05)
+        stats = engine.run(workers=2, until_idle=True, handle_signals=False)
+        wait_for(lambda: engine.count()["done"] == 1, what="the step to be done")
+        rival_stats = rival_pool.stop()
+
+        assert runs == [step_id]
+        assert stats.executed + rival_stats.executed == 1
+        assert stats.lost + rival_stats.lost == 0
+        record = engine.get_step(step_id)
+        assert (record.queue, record.execution_count) == ("done", 1)
+        assert record.execution_duration_ms is not None
+        assert record.execution_duration_ms >= 2500
+
+
+# -- stopping --------------------------------------------------------------------------------
+
+
+def claimed_in_one_batch(engine: fk.Engine, name: str, count: int) -> list[int]:
+    """``count`` steps of ``name`` that a single worker claims together: a quick step due
+    earlier goes first, and once it has run the worker claims bigger batches.
+    """
+    engine.register_step(["warm-up"], lambda step: None)
+    engine.add_step(fk.Step("warm-up", run_at=datetime.now(UTC) - timedelta(seconds=1)))
+    return engine.add_steps(*(fk.Step(name, i) for i in range(count)))
+
+
+def test_stop_from_another_thread_finishes_the_running_step_and_releases_the_rest(
+    engine: fk.Engine,
+) -> None:
+    running = threading.Event()
+    finish = threading.Event()
+    seen: list[int] = []
+
+    @engine.step("blocking")
+    def blocking(step: fk.StepContext) -> None:
+        seen.append(step.id)
+        running.set()
+        assert finish.wait(30)
+        time.sleep(0.05)
+
+    ids = claimed_in_one_batch(engine, "blocking", 5)
+    pool = Background(engine, workers=1)
+    assert running.wait(15)
+    in_flight = seen[0]
+    assert {r.locked_by for r in ready(engine)} != {None}  # the batch is claimed
+
+    stopper = threading.Thread(target=engine.stop)
+    stopper.start()
+    stopper.join()
+    finish.set()
+    stats = pool.stop()
+
+    assert seen == [in_flight] == [ids[0]]
+    assert stats.executed == 2  # the warm-up and the one in flight
+    record = engine.get_step(in_flight)
+    assert (record.queue, record.execution_count) == ("done", 1)
+    released = ready(engine)
+    assert [r.id for r in released] == ids[1:]
+    assert all(r.locked_by is None and r.locked_until is None for r in released)
+    assert all(r.execution_count == 0 for r in released)
+
+    # Released steps are due at once: the next run takes them.
+    assert engine.run(workers=2, until_idle=True, handle_signals=False).done == 4
+    assert engine.count() == {"ready": 0, "done": 6, "failed": 0}
+
+
+def test_stop_from_inside_a_step(engine: fk.Engine) -> None:
+    seen: list[int] = []
+
+    @engine.step("stops")
+    def stops(step: fk.StepContext) -> fk.Outcome:
+        seen.append(step.id)
+        engine.stop()
+        return step.done(fk.Step("after", run_at=in_an_hour()))
+
+    ids = claimed_in_one_batch(engine, "stops", 4)
+    stats = engine.run(workers=1, handle_signals=False)  # no until_idle: only stop() ends it
+
+    assert seen == [ids[0]]
+    assert stats.executed == 2
+    assert engine.get_step(ids[0]).queue == "done"
+    assert [r.name for r in ready(engine)] == ["stops"] * 3 + ["after"]
+    assert locked(engine) == []
+    assert all(r.execution_count == 0 for r in ready(engine))
+
+
+def test_a_step_running_when_stop_is_asked_keeps_its_lease_until_recorded(db_url: str) -> None:
+    """Stopping does not stop the heartbeat while steps still run: a long step finishing after
+    the stop request is not taken over by another pool."""
+    runs: list[str] = []
+    running = threading.Event()
+    with fk.Engine(db_url, lease=1) as engine, fk.Engine(db_url, lease=1) as rival:
+
+        @engine.step("long")
+        def long(step: fk.StepContext) -> None:
+            runs.append("engine")
+            running.set()
+            time.sleep(2.5)
+
+        @rival.step("long")
+        def long_rival(step: fk.StepContext) -> None:
+            runs.append("rival")
+
+        step_id = engine.add_step(fk.Step("long"))
+        pool = Background(engine, workers=1)
+        assert running.wait(15)
+        rival_pool = Background(rival, workers=1, max_poll_interval=0.05)
+        engine.stop()
+        stats = pool.stop()
+        rival_stats = rival_pool.stop()
+
+        assert runs == ["engine"]
+        assert (stats.done, stats.lost, rival_stats.executed) == (1, 0, 0)
+        assert engine.get_step(step_id).queue == "done"
+
+
+def test_sigterm_stops_a_worker_process_gracefully(db_url: str, tmp_path: Path) -> None:
+    with fk.Engine(db_url) as engine:
+        crash_app.metadata.drop_all(engine.database)
+        crash_app.metadata.create_all(engine.database)
+        ids = engine.add_steps(*(fk.Step(crash_app.STEP_NAME, {"sleep": 0.3}) for _ in range(30)))
+        log_path = tmp_path / "worker.log"
+        with log_path.open("w") as log:
+            process = start_worker(db_url, log, workers=3)
+            try:
+                # Some steps are running: their start is recorded, their effect not yet.
+                wait_for(lambda: count_rows(engine, crash_app.starts) >= 2, 30, "steps to start")
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        output = log_path.read_text()
+        assert process.returncode == 0, output
+        assert "stopped after" in output
+
+        started = set(column(engine, crash_app.starts.c.step_id))
+        effects = column(engine, crash_app.effects.c.step_id)
+        done = {r.id for r in engine.search(queues=["done"], limit=None)["done"]}
+        assert started  # it did stop in the middle
+        assert started == done  # every step that started finished and was recorded
+        assert sorted(effects) == sorted(done)
+        assert len(done) < len(ids)
+        assert locked(engine) == []
+        assert all(r.execution_count == 0 for r in ready(engine))
+        assert engine.count()["ready"] + len(done) == len(ids)
+        crash_app.metadata.drop_all(engine.database)
+
+
+def count_rows(engine: fk.Engine, table: sa.Table) -> int:
+    with engine.database.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def column(engine: fk.Engine, column: sa.Column[Any]) -> list[Any]:
+    with engine.database.connect() as connection:
+        return list(connection.execute(sa.select(column)).scalars())
+
+
+# -- wake-ups --------------------------------------------------------------------------------
+
+
+@pytest.mark.databases("postgresql")
+def test_listen_notify_wakes_an_idle_pool_at_once(engine: fk.Engine, db_url: str) -> None:
+    engine.register_step(["ping"], lambda step: None)
+    pool = Background(engine, workers=2, max_poll_interval=5.0)
+    try:
+        with fk.Engine(db_url) as other:  # another process's engine: no in-process wake-up
+            wait_for(lambda: listeners(other) >= 1, what="the pool to LISTEN")
+            time.sleep(1.0)  # idle workers back off: polling alone would now be slow
+            latencies = []
+            for _ in range(6):
+                step_id = other.add_step(fk.Step("ping"))
+                record = wait_for(
+                    lambda added=step_id: done_or_none(other, added), 10, "the step to run"
+                )
+                assert record.execution_started_at is not None
+                latencies.append((record.execution_started_at - record.created_at).total_seconds())
+                time.sleep(0.3)
+    finally:
+        pool.stop()
+    print(f"add -> start latencies (s): {', '.join(f'{x:.3f}' for x in latencies)}")
+    # Tolerate one hiccup of a busy machine; polling finds most of these only after 0.3 s.
+    assert sum(1 for x in latencies if x < 0.1) >= 5, latencies
+    assert max(latencies) < 0.5, latencies
+
+
+@pytest.mark.databases("postgresql")
+def test_the_listen_connection_comes_back_after_it_is_killed(
+    engine: fk.Engine, db_url: str
+) -> None:
+    engine.register_step(["ping"], lambda step: None)
+    pool = Background(engine, workers=1, max_poll_interval=5.0)
+    try:
+        with fk.Engine(db_url) as other:
+            (first,) = wait_for(lambda: listener_pids(other), what="the pool to LISTEN")
+            with other.database.connect() as connection:
+                connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            (second,) = wait_for(
+                lambda: [p for p in listener_pids(other) if p != first], what="a new LISTEN"
+            )
+            time.sleep(1.0)  # let the worker back off
+            step_id = other.add_step(fk.Step("ping"))
+            record = wait_for(lambda: done_or_none(other, step_id), 10, "the step to run")
+            assert record.execution_started_at is not None
+            latency = (record.execution_started_at - record.created_at).total_seconds()
+    finally:
+        pool.stop()
+    assert latency < 0.5
+    assert second != first
+
+
+def listener_pids(engine: fk.Engine) -> list[int]:
+    with engine.database.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query = 'LISTEN flowkeeper_steps'"
+                )
+            ).scalars()
+        )
+
+
+def listeners(engine: fk.Engine) -> int:
+    return len(listener_pids(engine))
+
+
+def done_or_none(engine: fk.Engine, step_id: int) -> fk.StepRecord | None:
+    record = engine.get_step(step_id)
+    return record if record.queue == "done" else None
+
+
+# -- many steps, many workers ------------------------------------------------------------------
+
+
+def test_many_steps_on_eight_workers_each_run_exactly_once(engine: fk.Engine) -> None:
+    total = 2000
+    executions: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+
+    @engine.step("noop")
+    def noop(step: fk.StepContext) -> None:
+        with lock:
+            executions[step.id] += 1
+
+    ids: list[int] = []
+    for start in range(0, total, 500):
+        ids += engine.add_steps(*(fk.Step("noop", i) for i in range(start, start + 500)))
+    started = time.monotonic()
+    stats = engine.run(workers=8, until_idle=True, handle_signals=False)
+    elapsed = time.monotonic() - started
+    print(f"{total} no-op steps on 8 workers: {elapsed:.2f} s ({total / elapsed:.0f}/s)")
+
+    assert len(executions) == total
+    assert set(executions.values()) == {1}
+    assert set(executions) == set(ids)
+    assert (stats.executed, stats.done, stats.lost) == (total, total, 0)
+    assert engine.count() == {"ready": 0, "done": total, "failed": 0}
+    done = engine.search(queues=["done"], limit=None)["done"]
+    assert sorted(r.id for r in done) == sorted(ids)
+    assert {r.execution_count for r in done} == {1}
+
+
+def in_an_hour() -> datetime:
+    return datetime.now(UTC) + timedelta(hours=1)
