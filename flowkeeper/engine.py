@@ -98,15 +98,21 @@ class Engine:
             migrations.check_current(connection)
         self._schema_checked = True
 
-    def _ensure_schema(self) -> None:
+    def _ensure_schema(self, connection: sa.Connection | None = None) -> None:
         if not self._schema_checked:
             with self._schema_lock:
-                if not self._schema_checked:
+                if self._schema_checked:
+                    return
+                if connection is None:
                     self.check_schema()
+                else:
+                    # On the caller's connection: a second one would wait for the write lock
+                    # that the caller's own transaction holds on SQLite.
+                    migrations.check_current(connection)
+                    self._schema_checked = True
 
     @contextmanager
     def _transaction(self, connection: sa.Connection | None) -> Iterator[sa.Connection]:
-        self._ensure_schema()
         if connection is not None:
             if not isinstance(connection, sa.Connection):
                 from flowkeeper.errors import InvalidArgument
@@ -114,8 +120,10 @@ class Engine:
                 raise InvalidArgument(
                     f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
                 )
+            self._ensure_schema(connection)
             yield connection
             return
+        self._ensure_schema()
         with translate_connection_errors(self.url), self.database.begin() as own:
             yield own
 

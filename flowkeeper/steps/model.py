@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from flowkeeper.clock import require_aware
@@ -19,33 +19,86 @@ MAX_RETRY_DELAY = timedelta(hours=2)
 
 
 def encode_json(value: Any, what: str) -> str:
-    """JSON text for ``value``, or :class:`InvalidStep` saying what is wrong with it."""
+    """JSON text for ``value``, or :class:`InvalidStep` saying what is wrong with it.
+
+    Text stays readable (no ``\\u`` escapes) unless it holds a lone surrogate, which no
+    database stores as UTF-8: then the whole document is ASCII with escapes, which decodes to
+    the same value.
+    """
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as error:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise InvalidStep(
             f"{what} must be JSON-serialisable (dicts, lists, str, int, float, bool, None; "
-            f"no NaN or infinity): {error}"
+            f"no NaN or infinity): {reason}"
         ) from None
+    if not _is_utf8(text):
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=True)
+    return text
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def check_text(value: str | None, what: str, *, required: bool = False) -> None:
+def check_text(
+    value: str | None,
+    what: str,
+    *,
+    required: bool = False,
+    limit: int | None = NAME_LENGTH,
+    error: type[InvalidArgument] = InvalidStep,
+) -> None:
+    """Refuse what the database could not store as given: not a string, too long, NUL, …"""
     if value is None:
         if required:
-            raise InvalidStep(f"{what} is required")
+            raise error(f"{what} is required")
         return
     if not isinstance(value, str):
-        raise InvalidStep(f"{what} must be a string, not {type(value).__name__}")
+        raise error(f"{what} must be a string, not {type(value).__name__}")
     if required and not value.strip():
-        raise InvalidStep(f"{what} must not be empty")
-    if len(value) > NAME_LENGTH:
-        raise InvalidStep(
-            f"{what} is {len(value)} characters long; the limit is {NAME_LENGTH}: {value[:40]!r}…"
+        raise error(f"{what} must not be empty (nor only white space)")
+    if limit is not None and len(value) > limit:
+        raise error(
+            f"{what} is {len(value)} characters long; the limit is {limit}: {value[:40]!r}…"
         )
+    if "\x00" in value:
+        raise error(f"{what} must not contain NUL characters (\\x00): {value[:40]!r}")
+    if not _is_utf8(value):
+        raise error(
+            f"{what} must be valid Unicode text (it holds a lone surrogate, which no database "
+            f"stores): {value[:40]!r}"
+        )
+
+
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def check_time(value: Any, what: str, error: type[InvalidArgument] = InvalidStep) -> datetime:
+    """``value`` as an aware UTC datetime that every supported database can store."""
+    if not isinstance(value, datetime):
+        raise error(f"{what} must be a datetime, not {type(value).__name__}")
+    outside = error(
+        f"{what} must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC), "
+        f"not {value.isoformat()}"
+    )
+    try:
+        result = require_aware(value, what)
+    except OverflowError:
+        raise outside from None
+    if not EARLIEST <= result <= LATEST:
+        raise outside
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +127,11 @@ class Step:
         check_text(self.flow_id, "flow_id")
         check_text(self.correlation_id, "correlation_id")
         check_text(self.search_key, "search_key")
-        if self.description is not None and not isinstance(self.description, str):
-            raise InvalidStep("description must be a string")
+        check_text(self.description, "description", limit=None)
         if not isinstance(self.singleton, bool):
             raise InvalidStep("singleton must be True or False")
         if self.run_at is not None:
-            if not isinstance(self.run_at, datetime):
-                raise InvalidStep(f"run_at must be a datetime, not {type(self.run_at).__name__}")
-            object.__setattr__(self, "run_at", require_aware(self.run_at, "run_at"))
+            object.__setattr__(self, "run_at", check_time(self.run_at, "run_at"))
         object.__setattr__(
             self, "state_json", encode_json(self.state, f"state of step {self.name!r}")
         )
@@ -146,6 +196,22 @@ class StepRecord:
         return out
 
 
+MAX_ID = 2**63 - 1
+"""The largest step id any database can hold (a signed 64-bit integer)."""
+
+
+def check_id(value: object, what: str = "step id") -> int:
+    """A step id: an int from 1 to :data:`MAX_ID` (ids start at 1 on every database)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what} must be an int, not {value!r}")
+    if not 1 <= value <= MAX_ID:
+        raise InvalidArgument(f"{what} must be between 1 and 2**63-1 (step ids are), not {value}")
+    return value
+
+
+SEARCH_TEXT_FIELDS = ("name", "flow_id", "correlation_id", "search_key", "description")
+
+
 @dataclass(frozen=True, slots=True)
 class Search:
     """Which steps an operation applies to. Fields left ``None`` do not filter.
@@ -164,12 +230,14 @@ class Search:
     created_to: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.id is not None and (isinstance(self.id, bool) or not isinstance(self.id, int)):
-            raise InvalidArgument(f"Search.id must be an int, not {self.id!r}")
+        if self.id is not None:
+            check_id(self.id, "Search.id")
+        for name in SEARCH_TEXT_FIELDS:
+            check_text(getattr(self, name), f"Search.{name}", limit=None, error=InvalidArgument)
         for name in ("created_from", "created_to"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, require_aware(value, f"Search.{name}"))
+                object.__setattr__(self, name, check_time(value, f"Search.{name}", InvalidArgument))
 
     def is_empty(self) -> bool:
         return all(getattr(self, name) is None for name in self.__slots__)
@@ -208,8 +276,16 @@ class Retry:
             raise InvalidArgument(
                 f"Retry.max_attempts must be an int >= 1, not {self.max_attempts!r}"
             )
-        if isinstance(self.delay, int | float) and self.delay < 0:
-            raise InvalidArgument(f"Retry.delay must not be negative, got {self.delay!r}")
+        delay = self.delay
+        if delay is None or callable(delay):
+            return
+        if isinstance(delay, bool) or not isinstance(delay, int | float | timedelta):
+            raise InvalidArgument(
+                "Retry.delay must be seconds, a timedelta or a function of the execution "
+                f"count, not {delay!r}"
+            )
+        if (delay < timedelta(0)) if isinstance(delay, timedelta) else (delay < 0):
+            raise InvalidArgument(f"Retry.delay must not be negative, got {delay!r}")
 
     def delay_for(self, execution_count: int) -> timedelta:
         spec = self.delay

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +24,33 @@ from flowkeeper.steps.model import (
     Search,
     Step,
     StepRecord,
+    check_id,
+    check_text,
     encode_json,
 )
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import QUEUES
 
 Transaction = Callable[[sa.Connection | None], contextlib.AbstractContextManager[sa.Connection]]
+
+
+SINGLETON_ATTEMPTS = 3
+"""Inserts tried when a singleton clash vanishes before it can be named (the step finished)."""
+
+LOCK_BUCKETS = 256
+"""add_step_if_absent locks one of this many named locks, chosen by the match: equal matches
+always meet, and the lock table stays small."""
+
+
+def check_step(step: object) -> Step:
+    if not isinstance(step, Step):
+        hint = (
+            " (pass steps as separate arguments: add_steps(*steps))"
+            if isinstance(step, list | tuple)
+            else ""
+        )
+        raise InvalidArgument(f"expected fk.Step values, not {type(step).__name__}{hint}")
+    return step
 
 
 def new_flow_id() -> str:
@@ -76,23 +98,42 @@ def ready_row(
 
 
 def check_queues(queues: Iterable[str], allowed: Sequence[str] = QUEUE_NAMES) -> tuple[Queue, ...]:
+    """The queues named, each once, in the order given; InvalidArgument for an unknown one."""
     if isinstance(queues, str):
         queues = (queues,)
-    result = tuple(queues)
+    try:
+        result = tuple(dict.fromkeys(queues))
+    except TypeError:
+        raise InvalidArgument(
+            f"queues must be queue names such as ('ready', 'done'), not {queues!r}"
+        ) from None
     for queue in result:
         if queue not in allowed:
             raise InvalidArgument(
                 f"unknown queue {queue!r}; choose from {', '.join(map(repr, allowed))}"
             )
     if not result:
-        raise InvalidArgument("give at least one queue")
+        raise InvalidArgument(f"give at least one queue of {', '.join(map(repr, allowed))}")
     return result  # type: ignore[return-value]
 
 
-def search_where(table: sa.Table, search: Search) -> list[sa.ColumnElement[bool]]:
-    """SQL conditions for ``search`` on one queue table."""
+def check_search(search: object) -> Search:
     if not isinstance(search, Search):
-        raise InvalidArgument(f"expected an fk.Search, not {type(search).__name__}")
+        raise InvalidArgument(
+            f"expected an fk.Search, not {type(search).__name__} (e.g. fk.Search(name='v1/x'))"
+        )
+    return search
+
+
+def search_where(
+    table: sa.Table, search: Search, queries: StepQueries
+) -> list[sa.ColumnElement[bool]]:
+    """SQL conditions for ``search`` on one queue table.
+
+    Text matches exactly (case, accents and trailing spaces count) on every database;
+    ``search_key`` and ``description`` treat ``%`` as "any text" and nothing else as special.
+    """
+    check_search(search)
     c = table.c
     where: list[sa.ColumnElement[bool]] = []
     if search.id is not None:
@@ -104,7 +145,7 @@ def search_where(table: sa.Table, search: Search) -> list[sa.ColumnElement[bool]
     for name in ("search_key", "description"):
         value = getattr(search, name)
         if value is not None:
-            where.append(c[name].like(value) if "%" in value else c[name] == value)
+            where.append(queries.matches(c[name], value))
     if search.created_from is not None:
         where.append(c.created_at >= search.created_from)
     if search.created_to is not None:
@@ -131,8 +172,7 @@ class StepOperations:
         self, steps: Sequence[Step], connection: sa.Connection | None = None
     ) -> list[int]:
         for step in steps:
-            if not isinstance(step, Step):
-                raise InvalidArgument(f"add_steps takes fk.Step values, not {type(step).__name__}")
+            check_step(step)
         if not steps:
             return []
         now = utcnow()
@@ -154,24 +194,38 @@ class StepOperations:
         repeated = sorted({n for n in singletons if singletons.count(n) > 1})
         if repeated:
             raise SingletonExists(repeated)
-        try:
-            with conn.begin_nested():
-                return self._q.insert_ready(conn, rows)
-        except exc.IntegrityError:
-            clashing = self._q.ready_singletons(conn, singletons)
-            if not clashing:
-                raise
-            raise SingletonExists(clashing) from None
+        for attempt in range(SINGLETON_ATTEMPTS):
+            try:
+                with conn.begin_nested():
+                    return self._q.insert_ready(conn, rows)
+            except exc.IntegrityError:
+                clashing = self._q.ready_singletons(conn, singletons)
+                if clashing:
+                    raise SingletonExists(clashing) from None
+                # The clashing step left the ready queue between our insert and our look.
+                if attempt + 1 == SINGLETON_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     def add_step_if_absent(
         self, step: Step, match: Search, connection: sa.Connection | None = None
     ) -> int | None:
-        """Add ``step`` unless a ready step matches ``match``; return its id, or None."""
-        where = search_where(QUEUES["ready"], match)
+        """Add ``step`` unless a ready step matches ``match``; return its id, or None.
+
+        Two calls with the same ``match`` at the same time add one step: the check and the
+        insert run under a lock on the match (held until the transaction ends).
+        """
+        check_step(step)
+        where = search_where(QUEUES["ready"], match, self._q)
         if not where:
-            raise InvalidArgument("add_step_if_absent needs a Search with at least one field set")
+            raise InvalidArgument(
+                "add_step_if_absent needs a Search with at least one field set "
+                "(e.g. fk.Search(name=step.name, search_key=...))"
+            )
         with self._transaction(connection) as conn:
-            if self._q.select(conn, "ready", where, limit=1, for_update=True):
+            bucket = zlib.crc32(repr(match).encode()) % LOCK_BUCKETS
+            self._q.lock(conn, f"add_step_if_absent/{bucket}")
+            if self._q.select(conn, "ready", where, limit=1):
                 return None
             ids = self.insert(conn, [ready_row(step, utcnow())])
             self._notify_added(conn)
@@ -187,14 +241,17 @@ class StepOperations:
         connection: sa.Connection | None = None,
     ) -> dict[str, list[StepRecord]]:
         chosen = check_queues(queues)
-        if limit is not None and (isinstance(limit, bool) or limit < 1):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
             raise InvalidArgument(f"limit must be a positive int or None, not {limit!r}")
+        check_search(search)
         with self._transaction(connection) as conn:
             return {
                 queue: [
                     StepRecord.from_row(queue, row)
                     for row in self._q.select(
-                        conn, queue, search_where(QUEUES[queue], search), limit
+                        conn, queue, search_where(QUEUES[queue], search, self._q), limit
                     )
                 ]
                 for queue in chosen
@@ -210,9 +267,10 @@ class StepOperations:
     def count(
         self, search: Search | None = None, connection: sa.Connection | None = None
     ) -> dict[str, int]:
+        search = Search() if search is None else check_search(search)
         with self._transaction(connection) as conn:
             return {
-                queue: self._q.count(conn, queue, search_where(table, search or Search()))
+                queue: self._q.count(conn, queue, search_where(table, search, self._q))
                 for queue, table in QUEUES.items()
             }
 
@@ -225,8 +283,7 @@ class StepOperations:
 
         False if the step is running or has already left the ready queue.
         """
-        if isinstance(step_id, bool) or not isinstance(step_id, int):
-            raise InvalidArgument(f"step id must be an int, not {step_id!r}")
+        check_id(step_id)
         args_json = None if args is None else encode_json(args, "activation args")
         with self._transaction(connection) as conn:
             if self._q.activate(conn, step_id, utcnow(), args_json):
@@ -241,11 +298,13 @@ class StepOperations:
     ) -> list[int]:
         """Copy matching done/failed steps back to ready as new steps; return the new ids."""
         chosen = check_queues(queues, ("done", "failed"))
+        check_search(search)
         now = utcnow()
         with self._transaction(connection) as conn:
             rows: list[Row] = []
             for queue in chosen:
-                for old in self._q.select(conn, queue, search_where(QUEUES[queue], search), None):
+                where = search_where(QUEUES[queue], search, self._q)
+                for old in self._q.select(conn, queue, where, None):
                     rows.append(_copy_for_reexecution(old, now))
             ids = self.insert(conn, rows)
             if ids:
@@ -259,12 +318,13 @@ class StepOperations:
         connection: sa.Connection | None = None,
     ) -> list[int]:
         """Move matching ready steps to failed; a worker running one cannot complete it."""
-        where = search_where(QUEUES["ready"], search)
+        where = search_where(QUEUES["ready"], search, self._q)
         if not where:
             raise InvalidArgument(
                 "fail_steps needs a Search with at least one field set (it would fail every "
                 "ready step)"
             )
+        check_text(description, "description", limit=None, error=InvalidArgument)
         now = utcnow()
         with self._transaction(connection) as conn:
             rows = self._q.select(conn, "ready", where, None, for_update=True)
@@ -299,16 +359,3 @@ def _copy_for_reexecution(old: Row, now: datetime) -> Row:
         "locked_by": None,
         "locked_until": None,
     }
-
-
-@contextlib.contextmanager
-def joined_or_own(
-    database: sa.Engine, connection: sa.Connection | None, before: Callable[[], None]
-) -> Iterator[sa.Connection]:
-    """The caller's connection as is, or a new transaction of our own that commits on exit."""
-    before()
-    if connection is not None:
-        yield connection
-        return
-    with database.begin() as conn:
-        yield conn

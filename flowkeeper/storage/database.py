@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -77,6 +82,8 @@ def create_database(url: URL, **engine_options: Any) -> sa.Engine:
     SQLite: WAL, ``synchronous=NORMAL``, a busy timeout, and ``BEGIN IMMEDIATE`` for every
     transaction (one writer at a time, taken up front, so two writers never deadlock on the
     upgrade from read to write). MySQL: READ COMMITTED, so claims do not take gap locks.
+    In-memory SQLite (``sqlite://``) becomes a private temporary file, deleted with the engine,
+    so that every worker thread sees the same database.
     """
     kind = kind_of(url)
     connect_args: dict[str, Any] = {}
@@ -98,7 +105,14 @@ def create_database(url: URL, **engine_options: Any) -> sa.Engine:
         options["pool_size"] = 10
         options["max_overflow"] = 30
         options["pool_recycle"] = 3600
+    connect_args.update(engine_options.pop("connect_args", None) or {})
     options.update(engine_options)
+    private_directory = None
+    if kind == "sqlite" and is_memory(url):
+        # An in-memory database lives and dies with one connection, but workers need one each:
+        # a private file in a temporary directory, removed with the engine, behaves the same.
+        private_directory = tempfile.mkdtemp(prefix="flowkeeper-")
+        url = url.set(database=os.path.join(private_directory, "memory.db"))
     try:
         engine = sa.create_engine(url, connect_args=connect_args, **options)
     except ModuleNotFoundError as error:
@@ -107,15 +121,29 @@ def create_database(url: URL, **engine_options: Any) -> sa.Engine:
             f"the driver for {url.drivername!r} is not installed ({error.name}); "
             f"install it with: pip install 'flowkeeper[{extra}]'"
         ) from None
-    except exc.ArgumentError as error:
-        raise InvalidDatabaseURL(f"invalid database URL options: {error}") from None
+    except exc.NoSuchModuleError:
+        raise InvalidDatabaseURL(
+            f"SQLAlchemy knows no driver {url.drivername!r}; leave the driver out "
+            "(postgresql://…, mysql://…) to get the one Flowkeeper installs"
+        ) from None
+    except (exc.ArgumentError, TypeError, ValueError) as error:
+        raise InvalidDatabaseURL(
+            f"invalid database URL or engine options for {describe(url)}: {error}"
+        ) from None
+    if private_directory is not None:
+        weakref.finalize(engine, shutil.rmtree, private_directory, ignore_errors=True)
     if kind == "sqlite":
         _set_up_sqlite(engine)
     return engine
 
 
+def is_memory(url: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (``sqlite://``, ``:memory:``)."""
+    return (url.database or "") in ("", ":memory:")
+
+
 def _set_up_sqlite(engine: sa.Engine) -> None:
-    memory = engine.url.database in (None, "", ":memory:")
+    memory = is_memory(engine.url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -124,7 +152,7 @@ def _set_up_sqlite(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -132,6 +160,27 @@ def _set_up_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL (it stays so), waiting while another process holds it.
+
+    Turning WAL on needs the file to itself. When two connections both try it, SQLite fails
+    one at once with "database is locked" instead of waiting in its busy handler (it would
+    be a deadlock), so several processes opening a new file together need this retry.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def describe(url: URL) -> str:

@@ -15,10 +15,10 @@ from flowkeeper.errors import MigrationRequired, SchemaNewerThanCode
 VERSION_TABLE = "fk_alembic_version"
 """Flowkeeper's own Alembic version table, so it never meets the application's."""
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 """The newest migration; a test keeps it equal to the head of the migration scripts."""
 
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0002")
 """Every revision this code knows, oldest first."""
 
 _LOCK_ID = 0x666B6D67  # "fkmg": the advisory lock that serialises concurrent migrations

@@ -13,15 +13,17 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, exc, func, insert, select, update
 
 from flowkeeper.storage.database import Kind
-from flowkeeper.storage.tables import QUEUES, STEP_COLUMNS, steps_ready
+from flowkeeper.storage.tables import QUEUES, STEP_COLUMNS, locks, steps_ready
 
 Row = dict[str, Any]
 
 _ready = steps_ready
 _c = steps_ready.c
+
+LIKE_ESCAPE = "/"
 
 READY_ONLY_COLUMNS = ("singleton_key", "locked_by", "locked_until", "available_at")
 
@@ -239,6 +241,40 @@ class StepQueries:
             return []
         query = select(_c.singleton_key).where(_c.singleton_key.in_(list(names)))
         return sorted(str(n) for n in connection.execute(query).scalars())
+
+    def matches(self, column: sa.ColumnElement[Any], pattern: str) -> sa.ColumnElement[bool]:
+        """``column`` equals ``pattern``, where ``%`` in it stands for any text.
+
+        Case-sensitive on every database and with no other special characters: SQLite's LIKE
+        ignores ASCII case, so it gets GLOB (whose ``*?[`` are escaped); elsewhere LIKE with
+        ``_`` and the escape character escaped (MySQL compares in a binary collation).
+        """
+        if "%" not in pattern:
+            return column == pattern
+        if self.kind == "sqlite":
+            glob = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in pattern)
+            return column.op("GLOB")(glob.replace("%", "*"))
+        like = pattern.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("_", LIKE_ESCAPE + "_")
+        return column.like(like, escape=LIKE_ESCAPE)
+
+    def lock(self, connection: sa.Connection, name: str) -> None:
+        """Hold the lock called ``name`` until the transaction ends.
+
+        A row of ``fk_locks`` locked ``FOR UPDATE`` (created on first use). SQLite needs none:
+        every transaction already holds the database's one write lock.
+        """
+        if self.kind == "sqlite":
+            return
+        query = select(locks.c.name).where(locks.c.name == name).with_for_update()
+        if connection.execute(query).first() is not None:
+            return
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(locks).values(name=name))
+            return  # a row this transaction inserted stays locked until it ends
+        except exc.IntegrityError:
+            pass  # another transaction created it first: wait for it like everyone else
+        connection.execute(query).first()
 
     def next_run_at(self, connection: sa.Connection) -> datetime | None:
         """When the earliest ready step becomes claimable (None: the ready queue is empty)."""

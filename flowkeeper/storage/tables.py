@@ -5,6 +5,10 @@ or failed. The ready queue adds the lease (``locked_by``, ``locked_until``), the
 ``available_at`` (the step's ``run_at``, or its lease's end while a worker holds it: one
 indexed column the claim can range-scan) and ``singleton_key`` (the name of a singleton step,
 NULL otherwise) whose unique index makes the database enforce "one ready singleton per name".
+
+Text compares exactly on every database: on MySQL/MariaDB migration 0002 gives the tables a
+binary, no-pad collation (their default ignores case, accents and trailing spaces), which this
+module does not repeat because it depends on the server. ``fk_locks`` holds named locks.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from sqlalchemy import (
     Table,
 )
 
-from flowkeeper.storage.types import BigId, JsonText, LongText, UTCDateTime
+from flowkeeper.storage.types import BigId, JsonText, StorableText, UTCDateTime
 
 NAME_LENGTH = 255
 """Longest step name, flow id, correlation id, search key or worker id, in characters."""
@@ -54,7 +58,7 @@ def _step_columns(autoincrement: bool) -> list[Column[Any]]:
         Column("execution_started_at", UTCDateTime),
         Column("execution_duration_ms", Integer),
         Column("executed_by", String(NAME_LENGTH)),
-        Column("description", LongText),
+        Column("description", StorableText()),
         Column("tenant_id", String(NAME_LENGTH)),
     ]
 
@@ -102,3 +106,11 @@ steps_failed = _finished_queue("fk_steps_failed")
 
 QUEUES = {"ready": steps_ready, "done": steps_done, "failed": steps_failed}
 """Queue name → table."""
+
+locks = Table(
+    "fk_locks",
+    metadata,
+    Column("name", String(NAME_LENGTH), primary_key=True),
+    **TABLE_KWARGS,
+)
+"""Named locks: a transaction that locks a row ``FOR UPDATE`` holds the lock until it ends."""

@@ -39,6 +39,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def binary_collation(dialect: Dialect) -> str:
+    """The MySQL/MariaDB collation that compares text exactly, trailing spaces included."""
+    if getattr(dialect, "is_mariadb", False):
+        return "utf8mb4_nopad_bin"
+    version = dialect.server_version_info or ()
+    return "utf8mb4_0900_bin" if tuple(version) >= (8, 0, 17) else "utf8mb4_bin"
+
+
 # Integer primary keys: SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -46,3 +54,31 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 # MySQL's TEXT stops at 64 KiB, so it gets LONGTEXT.
 JsonText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongText = JsonText
+
+
+class StorableText(TypeDecorator[str]):
+    """Free text (a step's description) that every database can store, whatever it holds.
+
+    PostgreSQL refuses NUL characters and no driver encodes a lone surrogate to UTF-8, and an
+    exception's message may hold either: they are written as ``\\x00`` and ``\\udc80`` escapes
+    rather than failing the write that records the step's outcome. Text the API accepts from
+    callers is checked before it gets here, so this only ever touches text Flowkeeper made.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        # Not through dialect.type_descriptor, which makes psycopg's Text a VARCHAR.
+        return mysql.LONGTEXT() if dialect.name in ("mysql", "mariadb") else Text()
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or (value.isascii() and "\x00" not in value):
+            return value
+        return storable(value)
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL and lone surrogates replaced by backslash escapes."""
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
