@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from flowkeeper.errors import MigrationRequired, SchemaNewerThanCode
+from flowkeeper.errors import ConcurrencyError, MigrationRequired, SchemaNewerThanCode
 
 VERSION_TABLE = "fk_alembic_version"
 """Flowkeeper's own Alembic version table, so it never meets the application's."""
@@ -20,6 +20,9 @@ HEAD_REVISION = "0002"
 
 KNOWN_REVISIONS = ("0001", "0002")
 """Every revision this code knows, oldest first."""
+
+LOCK_TIMEOUT_S = 600
+"""How long a migration waits for another one to finish (MySQL; PostgreSQL waits for ever)."""
 
 _LOCK_ID = 0x666B6D67  # "fkmg": the advisory lock that serialises concurrent migrations
 
@@ -106,7 +109,17 @@ def _lock(connection: sa.Connection) -> None:
     if name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
     elif name in ("mysql", "mariadb"):
-        connection.execute(sa.text("SELECT GET_LOCK('flowkeeper_migrate', 600)"))
+        got = connection.execute(
+            sa.text("SELECT GET_LOCK('flowkeeper_migrate', :seconds)"),
+            {"seconds": LOCK_TIMEOUT_S},
+        ).scalar()
+        if got != 1:
+            connection.rollback()
+            raise ConcurrencyError(
+                f"another migration has held the lock 'flowkeeper_migrate' for "
+                f"{LOCK_TIMEOUT_S} s; let it finish (or end the session holding it), then run "
+                "engine.migrate() again"
+            )
     if connection.in_transaction() and name != "sqlite":
         connection.commit()
 

@@ -73,7 +73,11 @@ class StorableText(TypeDecorator[str]):
         return mysql.LONGTEXT() if dialect.name in ("mysql", "mariadb") else Text()
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None or (value.isascii() and "\x00" not in value):
+        if value is None:
+            return None
+        if not isinstance(value, str):  # an implementation's step.fail(42), say
+            value = str(value)
+        if value.isascii() and "\x00" not in value:
             return value
         return storable(value)
 

@@ -263,9 +263,16 @@ def test_descriptions_no_database_can_store_are_escaped(engine: fk.Engine) -> No
     def fail(step: fk.StepContext) -> fk.Outcome:
         return step.fail("nul \x00 in a description")
 
-    raised, failed = engine.add_steps(fk.Step("raise"), fk.Step("fail"))
+    @engine.step("number")
+    def number(step: fk.StepContext) -> fk.Outcome:
+        return step.fail(42)  # type: ignore[arg-type]
+
+    raised, failed, numbered = engine.add_steps(
+        fk.Step("raise"), fk.Step("fail"), fk.Step("number")
+    )
     stats = engine.run(workers=1, until_idle=True, handle_signals=False)
-    assert stats.failed == 2
+    assert stats.failed == 3
+    assert engine.get_step(numbered).description == "42"
     description = engine.get_step(raised).description
     assert description is not None
     assert "nul \\x00 and half \\udc80 a character" in description

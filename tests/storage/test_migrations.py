@@ -241,3 +241,16 @@ def test_concurrent_migrations_from_processes_all_succeed(empty_db_url: str) -> 
     assert printed == sorted(
         [repr((None, HEAD_REVISION))] + [repr((HEAD_REVISION, HEAD_REVISION))] * 2
     )
+
+
+@pytest.mark.databases("mariadb")
+def test_a_migration_waiting_too_long_for_another_gives_up(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate, "LOCK_TIMEOUT_S", 0)
+    with fk.Engine(db_url) as engine, engine.database.connect() as holder:
+        holder.execute(sa.text("SELECT GET_LOCK('flowkeeper_migrate', 0)"))
+        with pytest.raises(fk.ConcurrencyError, match="another migration has held the lock"):
+            engine.migrate()
+        holder.execute(sa.text("SELECT RELEASE_LOCK('flowkeeper_migrate')"))
+        assert engine.migrate() == (HEAD_REVISION, HEAD_REVISION)
