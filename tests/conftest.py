@@ -144,9 +144,14 @@ def engine(db_url: str) -> Iterator[fk.Engine]:
 
 @pytest.fixture
 def empty_db_url(db: str, tmp_path: Path) -> str:
-    """A database of kind ``db`` with no tables at all (for migration tests)."""
+    """A database of kind ``db`` with no tables at all (for migration tests).
+
+    Named after the configured test database, so that runs given their own
+    ``FLOWKEEPER_TEST_*_URL`` never drop each other's tables.
+    """
     if db == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
-    url = create_server_database(db, "flowkeeper_test_empty")
+    base = sa.make_url(SERVER_URLS[db]).database or "flowkeeper_test"
+    url = create_server_database(db, f"{base}_empty")
     drop_all_tables(url)
     return url

@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,22 +17,6 @@ from hypothesis import strategies as st
 
 import flowkeeper as fk
 from flowkeeper.storage.migrate import HEAD_REVISION, VERSION_TABLE
-from tests.conftest import SERVER_URLS, create_server_database, drop_all_tables
-
-
-@pytest.fixture
-def empty_db_url(db: str, tmp_path: Path) -> str:
-    """A database with no tables, named after the configured test database.
-
-    Overrides conftest's fixed ``flowkeeper_test_empty`` so that concurrent runs with their own
-    ``FLOWKEEPER_TEST_*_URL`` never drop each other's tables.
-    """
-    if db == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    base = sa.make_url(SERVER_URLS[db]).database or "flowkeeper_test"
-    url = create_server_database(db, f"{base}_empty")
-    drop_all_tables(url)
-    return url
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ def test_readme_examples_run_and_print_what_it_says(
 
 def test_readme_has_exactly_two_set_up_and_go_commands() -> None:
     commands = [body.strip() for language, body in blocks() if language == "sh"][:2]
-    assert commands[0].startswith("python3 -m venv .venv") and "flowkeeper demo" in commands[0]
+    assert commands[0].startswith("python3 -m venv .venv")
+    assert "flowkeeper demo" in commands[0]
     assert commands[1] == "./scripts/test"
     ci = (README.parent / ".ci" / "run").read_text()
     assert "scripts/test" in ci

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,24 +18,8 @@ import flowkeeper as fk
 from flowkeeper.storage import migrate
 from flowkeeper.storage.migrate import HEAD_REVISION, KNOWN_REVISIONS, VERSION_TABLE
 from flowkeeper.storage.tables import metadata, steps_ready
-from tests.conftest import SERVER_URLS, create_server_database, drop_all_tables
 
 STEP_TABLES = {"fk_steps_ready", "fk_steps_done", "fk_steps_failed"}
-
-
-@pytest.fixture
-def empty_db_url(db: str, tmp_path: Path) -> str:
-    """A database with no tables, named after the configured test database.
-
-    Overrides conftest's fixed ``flowkeeper_test_empty`` so that concurrent runs with their own
-    ``FLOWKEEPER_TEST_*_URL`` never drop each other's tables.
-    """
-    if db == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    base = sa.make_url(SERVER_URLS[db]).database or "flowkeeper_test"
-    url = create_server_database(db, f"{base}_empty")
-    drop_all_tables(url)
-    return url
 
 
 def schema(engine: sa.Engine) -> dict[str, Any]:
