@@ -1,0 +1,1 @@
+"""``flowkeeper bench``: throughput and latency workloads, each beside its bare-SQL ceiling."""
