@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flowkeeper.clock import utcnow
 from flowkeeper.errors import FailStep
 from flowkeeper.steps.context import Outcome, StepContext
-from flowkeeper.steps.model import Step
+from flowkeeper.steps.model import Step, default_delay
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage.step_queries import Row
 
@@ -84,9 +84,10 @@ class StepRunner:
                     f"running them stopped) and Retry.max_attempts is {retry.max_attempts}"
                 ),
             )
-        context = StepContext(row, connection_factory)
+        context: StepContext | None = None
         clock = time.perf_counter()
         try:
+            context = StepContext(row, connection_factory)
             result = registration.function(context)
             if inspect.isawaitable(result):  # async def, or a callable that returns a coroutine
                 result = self._event_loop().run_until_complete(_awaited(result))
@@ -188,13 +189,18 @@ class StepRunner:
                 context,
                 description=f"failed after {count} attempts: {text}",
             )
-        when = utcnow() + registration.retry.delay_for(count)
+        note = ""
+        try:
+            when = utcnow() + registration.retry.delay_for(count)
+        except Exception as broken:  # the policy's own bug must not take the worker down
+            when = utcnow() + default_delay(count)
+            note = f" (Retry.delay failed with {_head(broken)}; the default delay applies)"
         return self._finish(
             row,
             "ready",
             clock,
             context,
-            description=f"attempt {count} failed, retrying at {when.isoformat()}: {text}",
+            description=f"attempt {count} failed, retrying at {when.isoformat()}{note}: {text}",
             run_at=when,
         )
 
@@ -222,6 +228,14 @@ def _roll_back(context: StepContext | None) -> None:
 def describe_error(error: BaseException) -> str:
     """``Type: message`` and the traceback, cut to :data:`MAX_DESCRIPTION` characters."""
     text = "".join(traceback.format_exception(error)).strip()
-    head = f"{type(error).__name__}: {error}"
-    full = f"{head}\n{text}"
+    full = f"{_head(error)}\n{text}"
     return full if len(full) <= MAX_DESCRIPTION else full[: MAX_DESCRIPTION - 1] + "…"
+
+
+def _head(error: BaseException) -> str:
+    """``Type: message``, even when the exception's ``__str__`` itself raises."""
+    try:
+        message = str(error)
+    except Exception:
+        message = "<the exception's str() failed>"
+    return f"{type(error).__name__}: {message}"

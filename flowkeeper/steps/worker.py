@@ -86,7 +86,8 @@ class RunStats:
     failed: int = 0
     rescheduled: int = 0
     lost: int = 0
-    """Completions not written because the lease had been lost (another worker has the step)."""
+    """Executions whose outcome was not written: the lease had been lost (another worker has
+    the step), or the database failed before it was. Such a step runs again."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, queue: str, count: int = 1) -> None:
@@ -206,9 +207,12 @@ class WorkerPool:
         self._worker_ids[index] = worker_id
         return worker_id
 
-    def _work(self, index: int) -> None:
+    def _new_identity(self, index: int) -> tuple[str, StepRunner]:
         worker_id = self._new_worker_id(index)
-        runner = StepRunner(self._registry, worker_id, self.settings.unknown_step_delay)
+        return worker_id, StepRunner(self._registry, worker_id, self.settings.unknown_step_delay)
+
+    def _work(self, index: int) -> None:
+        worker_id, runner = self._new_identity(index)
         connection: sa.Connection | None = None
         limit = 1
         backoff = MIN_POLL_INTERVAL
@@ -227,6 +231,11 @@ class WorkerPool:
                         "worker %s: claim failed (%s); retrying", worker_id, first_line(error)
                     )
                     connection = _discard(connection)
+                    # The claim may have committed all the same (a connection cut during
+                    # COMMIT): under a fresh id, whatever it leased is not kept alive by the
+                    # heartbeat for ever, but runs when the lease ends.
+                    runner.close()
+                    worker_id, runner = self._new_identity(index)
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, self.settings.max_poll_interval)
                     continue
@@ -249,9 +258,8 @@ class WorkerPool:
                     # from keeping them.
                     log.warning("worker %s: lost its batch (%s)", worker_id, first_line(error))
                     connection = _discard(connection)
-                    worker_id = self._new_worker_id(index)
                     runner.close()
-                    runner = StepRunner(self._registry, worker_id, self.settings.unknown_step_delay)
+                    worker_id, runner = self._new_identity(index)
                     limit = 1
         except BaseException as error:
             log.exception("worker %s stopped by an unexpected error", worker_id)
@@ -298,24 +306,33 @@ class WorkerPool:
             return connection
 
         executed = 0
-        for position, row in enumerate(rows):
-            if self._stopping.is_set():
-                self._release(connection, worker_id, [r["id"] for r in rows[position:]])
-                break
-            completion = runner.run(row, begin_for_step)
-            executed += 1
-            if completion.connection is not None:
-                self._complete_in_step_transaction(connection, worker_id, runner, completion)
-            else:
-                if not buffer:
-                    buffered_since = time.perf_counter()
-                buffer.append(completion)
-                if time.perf_counter() - buffered_since >= self.settings.flush_interval:
-                    self._flush(connection, worker_id, runner, buffer)
-                    buffer.clear()
-        self._flush(connection, worker_id, runner, buffer)
-        with self.stats._lock:
-            self.stats.executed += executed
+        writing_in_step = False
+        try:
+            for position, row in enumerate(rows):
+                if self._stopping.is_set():
+                    self._release(connection, worker_id, [r["id"] for r in rows[position:]])
+                    break
+                completion = runner.run(row, begin_for_step)
+                executed += 1
+                if completion.connection is not None:
+                    writing_in_step = True
+                    self._complete_in_step_transaction(connection, worker_id, runner, completion)
+                    writing_in_step = False
+                else:
+                    if not buffer:
+                        buffered_since = time.perf_counter()
+                    buffer.append(completion)
+                    if time.perf_counter() - buffered_since >= self.settings.flush_interval:
+                        self._flush(connection, worker_id, runner, buffer)
+                        buffer.clear()
+            self._flush(connection, worker_id, runner, buffer)
+        except exc.DBAPIError:
+            # What is not written now never will be: those steps run again after the lease.
+            self.stats.add("lost", len(buffer) + writing_in_step)
+            raise
+        finally:
+            with self.stats._lock:
+                self.stats.executed += executed
         elapsed = time.perf_counter() - started
         per_step = elapsed / max(executed, 1)
         if per_step <= 0:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import flowkeeper as fk
+from flowkeeper.storage.step_queries import StepQueries
 
 
 def run_idle(engine: fk.Engine, workers: int = 2) -> fk.RunStats:
@@ -264,6 +265,31 @@ def test_retry_max_attempts_fails_after_the_last_attempt(engine: fk.Engine) -> N
     assert "3 attempts" in record.description
 
 
+def test_attempts_cut_short_by_dead_workers_count_towards_max_attempts(
+    engine: fk.Engine,
+) -> None:
+    calls: list[int] = []
+
+    @engine.step("crashes-workers", retry=fk.Retry(max_attempts=2))
+    def crashes_workers(step: fk.StepContext) -> None:
+        calls.append(step.id)
+
+    step_id = engine.add_step(fk.Step("crashes-workers"))
+    queries = StepQueries(engine.kind)
+    for worker in ("dead-1", "dead-2"):  # each claims it, then dies; the lease ends at once
+        now = datetime.now(UTC)
+        with engine.database.begin() as connection:
+            assert [r["id"] for r in queries.claim(connection, worker, now, now, 10)] == [step_id]
+    run_idle(engine)
+
+    assert calls == []  # a third execution would exceed max_attempts: it is not started
+    record = engine.get_step(step_id)
+    assert (record.queue, record.execution_count) == ("failed", 3)
+    assert record.description is not None
+    assert "2 executions ended without an outcome" in record.description
+    assert "max_attempts is 2" in record.description
+
+
 def test_retry_delay_may_be_a_function_of_the_execution_count(engine: fk.Engine) -> None:
     asked: list[int] = []
 
@@ -286,6 +312,50 @@ def test_retry_delay_may_be_a_function_of_the_execution_count(engine: fk.Engine)
     assert_near(record.run_at, record.execution_started_at + timedelta(minutes=20))
     assert record.description is not None
     assert "OSError: network down" in record.description
+
+
+def test_a_broken_retry_delay_falls_back_to_the_default_and_spares_the_worker(
+    engine: fk.Engine,
+) -> None:
+    def broken_delay(count: int) -> float:
+        return 1 / 0
+
+    @engine.step("bad-policy", retry=fk.Retry(delay=broken_delay))
+    def bad_policy(step: fk.StepContext) -> None:
+        raise ValueError("the step's own error")
+
+    engine.register_step(["fine"], lambda step: None)
+    step_id = engine.add_step(fk.Step("bad-policy"))
+    engine.add_steps(*(fk.Step("fine") for _ in range(5)))
+    stats = run_idle(engine, workers=1)
+
+    assert (stats.done, stats.rescheduled) == (5, 1)
+    record = engine.get_step(step_id)
+    assert (record.queue, record.locked_by) == ("ready", None)
+    assert record.execution_started_at is not None
+    assert_near(record.run_at, record.execution_started_at + timedelta(seconds=1), 0.5)
+    assert record.description is not None
+    assert "Retry.delay failed with ZeroDivisionError" in record.description
+    assert "ValueError: the step's own error" in record.description
+
+
+def test_an_exception_that_cannot_be_printed_is_still_retried(engine: fk.Engine) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text for you")
+
+    @engine.step("unprintable")
+    def unprintable(step: fk.StepContext) -> None:
+        raise Unprintable
+
+    step_id = engine.add_step(fk.Step("unprintable"))
+    engine.add_step(fk.Step("unprintable", run_at=far_future()))
+    assert run_idle(engine, workers=1).rescheduled == 1
+
+    record = engine.get_step(step_id)
+    assert (record.queue, record.execution_count) == ("ready", 1)
+    assert record.description is not None
+    assert "Unprintable: <the exception's str() failed>" in record.description
 
 
 def test_returning_a_wrong_type_fails_the_step_with_a_clear_description(

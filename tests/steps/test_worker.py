@@ -245,20 +245,20 @@ def test_a_dead_workers_steps_run_again_once_its_lease_expires(db_url: str) -> N
 
         ids = engine.add_steps(*(fk.Step("job", i) for i in range(5)))
         claimed_at = time.monotonic()
-        assert sorted(claim_as_dead_worker(engine, "dead-host:1:0/0", lease=1.0)) == ids
+        assert sorted(claim_as_dead_worker(engine, "dead-host:1:0/0", lease=2.0)) == ids
         assert {r.locked_by for r in ready(engine)} == {"dead-host:1:0/0"}
 
         # While the lease lasts nobody else may run them; a pool that looks finds nothing.
         stats = engine.run(workers=2, until_idle=True, handle_signals=False)
         assert stats.executed == 0
-        assert time.monotonic() - claimed_at < 1.0, "too slow to prove anything"
+        assert time.monotonic() - claimed_at < 2.0, "too slow to prove anything"
 
         pool = Background(engine, workers=2, max_poll_interval=0.1)
         wait_for(lambda: engine.count()["done"] == 5, what="the steps to run again")
         elapsed = time.monotonic() - claimed_at
         pool.stop()
 
-    assert elapsed >= 0.9  # not before the lease ran out
+    assert elapsed >= 1.9  # not before the lease ran out
     assert executions == dict.fromkeys(ids, 1)
     with fk.Engine(db_url) as reader:
         done = reader.search(queues=["done"])["done"]
@@ -385,12 +385,12 @@ def test_no_outcome_is_written_for_a_step_another_worker_holds(
 
 def test_the_heartbeat_keeps_a_long_step_leased(db_url: str) -> None:
     runs: list[int] = []
-    with fk.Engine(db_url, lease=1) as engine, fk.Engine(db_url, lease=1) as rival:
+    with fk.Engine(db_url, lease=1.5) as engine, fk.Engine(db_url, lease=1.5) as rival:
 
         @engine.step("long")
         def long(step: fk.StepContext) -> None:
             runs.append(step.id)
-            time.sleep(2.5)  # the step itself: well past the 1 s lease
+            time.sleep(3.0)  # twice the lease
 
         rival.register_step(["long"], long)
         step_id = engine.add_step(fk.Step("long"))
@@ -405,7 +405,89 @@ def test_the_heartbeat_keeps_a_long_step_leased(db_url: str) -> None:
         record = engine.get_step(step_id)
         assert (record.queue, record.execution_count) == ("done", 1)
         assert record.execution_duration_ms is not None
-        assert record.execution_duration_ms >= 2500
+        assert record.execution_duration_ms >= 3000
+
+
+@pytest.mark.databases("postgresql", "mariadb")
+def test_workers_survive_their_database_connections_being_killed(db_url: str) -> None:
+    executions: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+    with fk.Engine(db_url, lease=1) as engine, fk.Engine(db_url) as admin:
+
+        @engine.step("job")
+        def job(step: fk.StepContext) -> None:
+            with lock:
+                executions[step.id] += 1
+            time.sleep(0.1)
+
+        ids = engine.add_steps(*(fk.Step("job", i) for i in range(30)))
+        pool = Background(engine, workers=3, max_poll_interval=0.1)
+        wait_for(lambda: len(executions) >= 4, what="steps to run")
+        assert kill_other_connections(admin) >= 3
+        wait_for(lambda: engine.count()["done"] == len(ids), 30, "every step to be done")
+        stats = pool.stop()
+
+    assert set(executions) == set(ids)
+    assert stats.executed == sum(executions.values())
+    assert stats.executed == stats.done + stats.lost  # every execution accounted for
+    # Each execution again follows one whose outcome was lost. (A commit cut off on its way
+    # back may count as lost and yet have been written: "at least", not "exactly".)
+    assert stats.lost >= stats.executed - len(ids)
+
+
+def test_a_claim_that_committed_but_reported_an_error_strands_nothing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops while COMMIT is on its way back: the claim is in the database but
+    the worker saw an error. Those steps must still run (once the lease ends), not stay leased
+    for ever to a worker whose heartbeat is alive but that does not know it holds them."""
+    with fk.Engine(db_url, lease=1) as engine:
+        engine.register_step(["job"], lambda step: None)
+        ids = engine.add_steps(*(fk.Step("job", i) for i in range(3)))
+        queries = engine._queries  # fault injection: no public way to cut a COMMIT's reply
+        real_claim = queries.claim
+        cut: list[list[int]] = []
+
+        def claim_then_lose_the_reply(connection: sa.Connection, *args: Any) -> list[Any]:
+            rows = real_claim(connection, *args)
+            if cut or not rows:
+                return rows
+            connection.commit()
+            cut.append([row["id"] for row in rows])
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+        monkeypatch.setattr(queries, "claim", claim_then_lose_the_reply)
+        pool = Background(engine, workers=1, max_poll_interval=0.05)
+        wait_for(lambda: engine.count()["done"] == len(ids), 10, "every step to be done")
+        pool.stop()
+
+        (stranded,) = cut
+        assert stranded
+        for step_id in stranded:
+            assert engine.get_step(step_id).execution_count == 2  # the lost claim counted
+
+
+def kill_other_connections(engine: fk.Engine) -> int:
+    """Kill every connection to this database but the caller's, as a failover would."""
+    with engine.database.connect() as connection:
+        if engine.kind == "postgresql":
+            query = (
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            pids = list(connection.execute(sa.text(query)).scalars())
+            for pid in pids:
+                connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        else:
+            query = (
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            )
+            pids = list(connection.execute(sa.text(query)).scalars())
+            for pid in pids:
+                connection.exec_driver_sql(f"KILL {int(pid)}")
+        connection.commit()
+    return len(pids)
 
 
 # -- stopping --------------------------------------------------------------------------------
@@ -485,13 +567,13 @@ def test_a_step_running_when_stop_is_asked_keeps_its_lease_until_recorded(db_url
     the stop request is not taken over by another pool."""
     runs: list[str] = []
     running = threading.Event()
-    with fk.Engine(db_url, lease=1) as engine, fk.Engine(db_url, lease=1) as rival:
+    with fk.Engine(db_url, lease=1.5) as engine, fk.Engine(db_url, lease=1.5) as rival:
 
         @engine.step("long")
         def long(step: fk.StepContext) -> None:
             runs.append("engine")
             running.set()
-            time.sleep(2.5)
+            time.sleep(3.0)  # twice the lease
 
         @rival.step("long")
         def long_rival(step: fk.StepContext) -> None:
@@ -510,7 +592,10 @@ def test_a_step_running_when_stop_is_asked_keeps_its_lease_until_recorded(db_url
         assert engine.get_step(step_id).queue == "done"
 
 
-def test_sigterm_stops_a_worker_process_gracefully(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_worker_process_gracefully(
+    db_url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
     with fk.Engine(db_url) as engine:
         crash_app.metadata.drop_all(engine.database)
         crash_app.metadata.create_all(engine.database)
@@ -521,7 +606,7 @@ def test_sigterm_stops_a_worker_process_gracefully(db_url: str, tmp_path: Path) 
             try:
                 # Some steps are running: their start is recorded, their effect not yet.
                 wait_for(lambda: count_rows(engine, crash_app.starts) >= 2, 30, "steps to start")
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
                 process.wait(timeout=30)
             finally:
                 if process.poll() is None:
