@@ -43,6 +43,8 @@ log = logging.getLogger("flowkeeper.worker")
 MIN_POLL_INTERVAL = 0.01
 TARGET_BATCH_SECONDS = 0.25
 """Claim about this much work at a time, so slow steps are not hoarded by one worker."""
+OVERRUN_FACTOR = 2
+"""A batch running this many times longer than planned gives its unstarted steps back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,9 @@ class WorkerPool:
                     backoff = min(backoff * 2, self.settings.max_poll_interval)
                     continue
                 if not rows:
+                    # What the last steps took says little about the next: start small again,
+                    # so that one woken worker does not claim a whole burst of slow steps.
+                    limit = 1
                     if self._note_idle(index, True):
                         break
                     self._waker.wait(seen, backoff)
@@ -309,7 +314,10 @@ class WorkerPool:
         writing_in_step = False
         try:
             for position, row in enumerate(rows):
-                if self._stopping.is_set():
+                overrun = time.perf_counter() - started > OVERRUN_FACTOR * TARGET_BATCH_SECONDS
+                if self._stopping.is_set() or (overrun and position > 0):
+                    # Stopping, or the steps are slower than the claim's size assumed: give
+                    # the rest back now rather than make them wait, leased, for this worker.
                     self._release(connection, worker_id, [r["id"] for r in rows[position:]])
                     break
                 completion = runner.run(row, begin_for_step)
@@ -340,7 +348,16 @@ class WorkerPool:
         return max(1, min(self.settings.batch_size, int(TARGET_BATCH_SECONDS / per_step)))
 
     def _release(self, connection: sa.Connection, worker_id: str, ids: list[int]) -> None:
-        _transact(connection, lambda conn: self._q.release(conn, worker_id, ids))
+        """Give back claimed steps that were not started; tell idle workers they are due."""
+
+        def release(conn: sa.Connection) -> int:
+            released = self._q.release(conn, worker_id, ids)
+            if released:
+                notify_mod.notify(conn)
+            return released
+
+        if _transact(connection, release):
+            self._waker.wake()
 
     # -- writing outcomes -------------------------------------------------------------------------
 

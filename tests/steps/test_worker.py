@@ -744,5 +744,56 @@ def test_many_steps_on_eight_workers_each_run_exactly_once(engine: fk.Engine) ->
     assert {r.execution_count for r in done} == {1}
 
 
+def test_slow_steps_after_fast_ones_are_shared_not_hoarded(engine: fk.Engine) -> None:
+    """Workers that just drained fast steps claim big batches; a burst of slow steps arriving
+    next must still spread over the idle workers rather than queue behind one of them."""
+    ran_by: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    engine.register_step(["fast"], lambda step: None)
+
+    @engine.step("slow")
+    def slow(step: fk.StepContext) -> None:
+        with lock:
+            ran_by[threading.current_thread().name] += 1
+        time.sleep(0.2)
+
+    pool = Background(engine, workers=8, max_poll_interval=0.05)
+    try:
+        engine.add_steps(*(fk.Step("fast") for _ in range(1000)))
+        wait_for(lambda: engine.count()["done"] == 1000, 30, "the fast steps")
+        started = time.monotonic()
+        engine.add_steps(*(fk.Step("slow") for _ in range(16)))
+        wait_for(lambda: engine.count()["done"] == 1016, 30, "the slow steps")
+        elapsed = time.monotonic() - started
+    finally:
+        pool.stop()
+    print(f"16 x 0.2 s steps on 8 workers: {elapsed:.2f} s, per worker {sorted(ran_by.values())}")
+    assert elapsed < 1.5  # 0.4 s when shared; one worker alone would take 3.2 s
+    assert max(ran_by.values()) <= 4
+
+
+def test_a_batch_that_turns_out_slow_gives_back_what_it_has_not_started(
+    engine: fk.Engine,
+) -> None:
+    held_at_start: list[int] = []
+
+    @engine.step("slow")
+    def slow(step: fk.StepContext) -> None:
+        held = [r for r in ready(engine) if r.name == "slow" and r.locked_by is not None]
+        held_at_start.append(len(held))
+        time.sleep(0.3)
+
+    # After the quick warm-up the worker claims all five slow steps in one batch; planned
+    # for 0.25 s, the batch gives back what it has not started once it runs past 0.5 s.
+    ids = claimed_in_one_batch(engine, "slow", 5)
+    engine.run(workers=1, until_idle=True, handle_signals=False)
+
+    assert held_at_start[0] == 5
+    assert held_at_start[3:] == [1, 1]  # without giving back: 2, then 1
+    done = engine.search(fk.Search(name="slow"), queues=["done"])["done"]
+    assert sorted(r.id for r in done) == ids
+    assert {r.execution_count for r in done} == {1}  # a give-back undoes the claim's count
+
+
 def in_an_hour() -> datetime:
     return datetime.now(UTC) + timedelta(hours=1)
