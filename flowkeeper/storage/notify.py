@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -96,17 +96,19 @@ class Listener:
             self._wake_writer.close()
 
     def _listen(self, driver: Any) -> None:
-        while not self._stopping.is_set():
-            # Drain what has arrived (or was read along with an earlier reply) without waiting;
-            # one wake-up serves them all.
-            if list(driver.notifies(timeout=0)):
-                self._on_notify()
-            readable, _, _ = select.select(
-                [driver.fileno(), self._wake_reader], [], [], self.health_interval
-            )
-            if not readable:
-                driver.execute("SELECT 1")
+        with selectors.DefaultSelector() as selector:  # not select(): no limit on fd numbers
+            selector.register(driver.fileno(), selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                # Drain what has arrived (or came in with an earlier reply) without waiting;
+                # one wake-up serves them all.
+                if list(driver.notifies(timeout=0)):
+                    self._on_notify()
+                if not selector.select(self.health_interval):
+                    driver.execute("SELECT 1")
 
     def _pause(self, seconds: float) -> None:
-        if not self._stopping.wait(0):
-            select.select([self._wake_reader], [], [], seconds)
+        if not self._stopping.is_set():
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                selector.select(seconds)

@@ -165,6 +165,28 @@ def test_fail_without_description_still_fails(engine: fk.Engine) -> None:
     assert record.description
 
 
+def test_a_singleton_may_schedule_its_own_next_run(engine: fk.Engine) -> None:
+    """The scheduler pattern: a singleton step ends by adding the next one of its name. The
+    finished one leaves the ready queue in the same transaction, so the two never clash."""
+    runs: list[int] = []
+
+    @engine.step("nightly")
+    def nightly(step: fk.StepContext) -> fk.Outcome:
+        runs.append(step.id)
+        return step.done(fk.Step("nightly", singleton=True, run_at=far_future()))
+
+    first = engine.add_step(fk.Step("nightly", singleton=True))
+    run_idle(engine)
+
+    assert runs == [first]
+    assert engine.get_step(first).queue == "done"
+    following = only(engine, "ready", "nightly")
+    assert following.singleton
+    assert following.created_by_step_id == first
+    with pytest.raises(fk.SingletonExists):
+        engine.add_step(fk.Step("nightly", singleton=True))
+
+
 # -- rerun -----------------------------------------------------------------------------------
 
 
