@@ -107,7 +107,16 @@ def bare_loop(
     finished = threading.Event()
     deadline = time.perf_counter() + timeout
 
+    failures: list[BaseException] = []
+
     def work(index: int) -> None:
+        try:
+            move(index)
+        except BaseException as error:
+            failures.append(error)
+            finished.set()
+
+    def move(index: int) -> None:
         nonlocal moved
         worker = f"ceiling/{index}"
         connection = _driver_connection(database)
@@ -134,6 +143,7 @@ def bare_loop(
                         dialect.claim, (worker, until, until, dialect.time(now), batch_size)
                     )
                     rows = cursor.fetchall()
+                names = [d[0] for d in cursor.description or ()]
                 dialect.commit(connection, cursor)
                 if not rows:
                     with lock:
@@ -141,7 +151,6 @@ def bare_loop(
                             finished.set()
                     time.sleep(0.001)
                     continue
-                names = [d[0] for d in cursor.description]
                 records = [dict(zip(names, r, strict=True)) for r in rows]
                 dialect.begin(cursor)
                 ids = ", ".join(str(r["id"]) for r in records)
@@ -175,6 +184,10 @@ def bare_loop(
         thread.start()
     for thread in threads:
         thread.join()
+    if failures:
+        raise failures[0]
+    if moved < expected:
+        raise RuntimeError(f"the ceiling loop moved {moved} of {expected} rows in {timeout} s")
     return time.perf_counter() - started
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
+from flowkeeper.cli.bench import bench
 from flowkeeper.cli.common import (
     DatabaseOption,
     JsonOption,
@@ -34,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(steps_app, name="steps")
+app.command()(bench)
 
 
 @app.command()
