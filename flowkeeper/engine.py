@@ -65,6 +65,7 @@ class Engine:
         self._schema_checked = False
         self._schema_lock = threading.Lock()
         self._pool: WorkerPool | None = None
+        self._last_stats = RunStats()
 
     def __repr__(self) -> str:
         return f"<flowkeeper.Engine {describe(self.url)}>"
@@ -251,11 +252,17 @@ class Engine:
             settings,
         )
         self._pool = pool
+        self._last_stats = pool.stats
         try:
             with translate_connection_errors(self.url):
                 return pool.run(until_idle=until_idle, handle_signals=handle_signals)
         finally:
             self._pool = None
+
+    @property
+    def stats(self) -> RunStats:
+        """Counters of the running :meth:`run` (or of the last one), updated as steps finish."""
+        return self._last_stats
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to stop gracefully (safe from any thread)."""
