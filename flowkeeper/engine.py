@@ -17,6 +17,7 @@ from flowkeeper.steps.registry import Implementation, StepRegistry
 from flowkeeper.steps.worker import RunStats, WorkerPool, WorkerSettings
 from flowkeeper.storage import migrate as migrations
 from flowkeeper.storage.database import (
+    READ_ONLY,
     create_database,
     describe,
     kind_of,
@@ -28,6 +29,9 @@ from flowkeeper.storage.notify import notify as notify_listeners
 from flowkeeper.storage.step_queries import StepQueries
 
 F = TypeVar("F", bound=Implementation)
+
+_OWN_TRANSACTION = "flowkeeper_own_transaction"
+_WAKE_AFTER_COMMIT = "flowkeeper_wake_after_commit"
 
 
 class Engine:
@@ -64,7 +68,7 @@ class Engine:
         self._steps = StepOperations(self._queries, self._transaction, self._steps_added)
         self._schema_checked = False
         self._schema_lock = threading.Lock()
-        self._pool: WorkerPool | None = None
+        self._pools: set[WorkerPool] = set()
         self._last_stats = RunStats()
 
     def __repr__(self) -> str:
@@ -113,7 +117,9 @@ class Engine:
                     self._schema_checked = True
 
     @contextmanager
-    def _transaction(self, connection: sa.Connection | None) -> Iterator[sa.Connection]:
+    def _transaction(
+        self, connection: sa.Connection | None, read_only: bool = False
+    ) -> Iterator[sa.Connection]:
         if connection is not None:
             if not isinstance(connection, sa.Connection):
                 from flowkeeper.errors import InvalidArgument
@@ -125,12 +131,31 @@ class Engine:
             yield connection
             return
         self._ensure_schema()
-        with translate_connection_errors(self.url), self.database.begin() as own:
-            yield own
+        with translate_connection_errors(self.url), self.database.connect() as own:
+            if read_only:
+                own.execution_options(**{READ_ONLY: True})
+            own.info[_OWN_TRANSACTION] = True
+            try:
+                with own.begin():
+                    yield own
+            finally:
+                own.info.pop(_OWN_TRANSACTION, None)
+                wake = own.info.pop(_WAKE_AFTER_COMMIT, False)
+            if wake:
+                self._waker.wake()
 
     def _steps_added(self, connection: sa.Connection) -> None:
+        """Steps were added in ``connection``'s transaction: wake workers once they are visible.
+
+        PostgreSQL delivers the NOTIFY at commit. Workers of this process are woken after our
+        own transaction commits, or at once for a caller's (whose commit we do not see: they
+        find its steps at their next poll at the latest).
+        """
         notify_listeners(connection)
-        self._waker.wake()
+        if connection.info.get(_OWN_TRANSACTION):
+            connection.info[_WAKE_AFTER_COMMIT] = True
+        else:
+            self._waker.wake()
 
     # -- step implementations ------------------------------------------------------------------
 
@@ -251,13 +276,13 @@ class Engine:
             self._waker,
             settings,
         )
-        self._pool = pool
+        self._pools.add(pool)
         self._last_stats = pool.stats
         try:
             with translate_connection_errors(self.url):
                 return pool.run(until_idle=until_idle, handle_signals=handle_signals)
         finally:
-            self._pool = None
+            self._pools.discard(pool)
 
     @property
     def stats(self) -> RunStats:
@@ -265,7 +290,6 @@ class Engine:
         return self._last_stats
 
     def stop(self) -> None:
-        """Ask a running :meth:`run` to stop gracefully (safe from any thread)."""
-        pool = self._pool
-        if pool is not None:
+        """Ask every running :meth:`run` to stop gracefully (safe from any thread)."""
+        for pool in list(self._pools):
             pool.stop()

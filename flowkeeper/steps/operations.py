@@ -11,7 +11,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -31,7 +31,13 @@ from flowkeeper.steps.model import (
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import QUEUES
 
-Transaction = Callable[[sa.Connection | None], contextlib.AbstractContextManager[sa.Connection]]
+
+class Transaction(Protocol):
+    """Opens the transaction an operation runs in: the caller's (``connection``) or our own."""
+
+    def __call__(
+        self, connection: sa.Connection | None, read_only: bool = False
+    ) -> contextlib.AbstractContextManager[sa.Connection]: ...
 
 
 SINGLETON_ATTEMPTS = 3
@@ -246,7 +252,7 @@ class StepOperations:
         ):
             raise InvalidArgument(f"limit must be a positive int or None, not {limit!r}")
         check_search(search)
-        with self._transaction(connection) as conn:
+        with self._transaction(connection, read_only=True) as conn:
             return {
                 queue: [
                     StepRecord.from_row(queue, row)
@@ -268,7 +274,7 @@ class StepOperations:
         self, search: Search | None = None, connection: sa.Connection | None = None
     ) -> dict[str, int]:
         search = Search() if search is None else check_search(search)
-        with self._transaction(connection) as conn:
+        with self._transaction(connection, read_only=True) as conn:
             return {
                 queue: self._q.count(conn, queue, search_where(table, search, self._q))
                 for queue, table in QUEUES.items()

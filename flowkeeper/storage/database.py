@@ -33,6 +33,9 @@ _DEFAULT_DRIVERS: dict[str, tuple[str, str | None]] = {
 }
 _EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
+READ_ONLY = "flowkeeper_read_only"
+"""Execution option marking a transaction that only reads (SQLite then begins it deferred)."""
+
 SQLITE_BUSY_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10
 
@@ -159,7 +162,9 @@ def _set_up_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads begin deferred, so they never wait for a writer (WAL lets them read alongside).
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _use_wal(cursor: Any) -> None:
