@@ -24,6 +24,7 @@ from flowkeeper.storage.database import (
     resolve_url,
     translate_connection_errors,
 )
+from flowkeeper.storage.hot_path import hot_path_for
 from flowkeeper.storage.notify import Waker
 from flowkeeper.storage.notify import notify as notify_listeners
 from flowkeeper.storage.step_queries import StepQueries
@@ -63,6 +64,7 @@ class Engine:
         """The SQLAlchemy engine Flowkeeper uses; open your own transactions on it for
         ``connection=`` (the outbox pattern)."""
         self._queries = StepQueries(self.kind)
+        self._hot = hot_path_for(self._queries)
         self._waker = Waker()
         self._registry = StepRegistry()
         self._steps = StepOperations(self._queries, self._transaction, self._steps_added)
@@ -271,6 +273,7 @@ class Engine:
         pool = WorkerPool(
             self.database,
             self._queries,
+            self._hot,
             self._registry,
             self._steps.insert,
             self._waker,

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from flowkeeper.steps.operations import ready_row
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage import notify as notify_mod
 from flowkeeper.storage.database import first_line, is_transient
+from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.notify import Waker
 from flowkeeper.storage.step_queries import Row, StepQueries
 
@@ -111,6 +113,7 @@ class WorkerPool:
         self,
         database: sa.Engine,
         queries: StepQueries,
+        hot: HotPath,
         registry: StepRegistry,
         insert: Callable[[sa.Connection, Sequence[Row]], list[int]],
         waker: Waker,
@@ -118,6 +121,7 @@ class WorkerPool:
     ) -> None:
         self._database = database
         self._q = queries
+        self._hot = hot
         self._registry = registry
         self._insert = insert
         self._waker = waker
@@ -292,35 +296,48 @@ class WorkerPool:
     def _claim(self, connection: sa.Connection, worker_id: str, limit: int) -> list[Row]:
         def claim(conn: sa.Connection) -> list[Row]:
             now = utcnow()
-            return self._q.claim(conn, worker_id, now, now + self.settings.lease, limit)
+            return self._hot.claim(conn, worker_id, now, now + self.settings.lease, limit)
 
         return _transact(connection, claim)
 
     def _run_batch(
         self, connection: sa.Connection, runner: StepRunner, worker_id: str, rows: list[Row]
     ) -> int:
-        """Run a claimed batch, writing outcomes as it goes; return the next claim size."""
+        """Run a claimed batch, and the steps handed back to this worker as it writes outcomes;
+        return the next claim size."""
+        pending = deque(rows)
         buffer: list[Completion] = []
         buffered_since = time.perf_counter()
         started = buffered_since
+        give_back_after = started + OVERRUN_FACTOR * TARGET_BATCH_SECONDS
+
+        def flush() -> None:
+            nonlocal give_back_after
+            room = self.settings.batch_size - len(pending)
+            handed = self._flush(connection, worker_id, runner, buffer, room)
+            buffer.clear()
+            if handed:
+                pending.extend(handed)
+                give_back_after = time.perf_counter() + OVERRUN_FACTOR * TARGET_BATCH_SECONDS
 
         def begin_for_step() -> sa.Connection:
-            self._flush(connection, worker_id, runner, buffer)
-            buffer.clear()
+            flush()
             connection.begin()
             return connection
 
         executed = 0
         writing_in_step = False
         try:
-            for position, row in enumerate(rows):
-                overrun = time.perf_counter() - started > OVERRUN_FACTOR * TARGET_BATCH_SECONDS
-                if self._stopping.is_set() or (overrun and position > 0):
+            while pending:
+                overrun = time.perf_counter() > give_back_after
+                if self._stopping.is_set() or (overrun and executed > 0):
                     # Stopping, or the steps are slower than the claim's size assumed: give
                     # the rest back now rather than make them wait, leased, for this worker.
-                    self._release(connection, worker_id, [r["id"] for r in rows[position:]])
+                    flush()
+                    self._release(connection, worker_id, [r["id"] for r in pending])
+                    pending.clear()
                     break
-                completion = runner.run(row, begin_for_step)
+                completion = runner.run(pending.popleft(), begin_for_step)
                 executed += 1
                 if completion.connection is not None:
                     writing_in_step = True
@@ -330,10 +347,11 @@ class WorkerPool:
                     if not buffer:
                         buffered_since = time.perf_counter()
                     buffer.append(completion)
-                    if time.perf_counter() - buffered_since >= self.settings.flush_interval:
-                        self._flush(connection, worker_id, runner, buffer)
-                        buffer.clear()
-            self._flush(connection, worker_id, runner, buffer)
+                    if (
+                        not pending
+                        or time.perf_counter() - buffered_since >= self.settings.flush_interval
+                    ):
+                        flush()
         except exc.DBAPIError:
             # What is not written now never will be: those steps run again after the lease.
             self.stats.add("lost", len(buffer) + writing_in_step)
@@ -367,11 +385,13 @@ class WorkerPool:
         worker_id: str,
         runner: StepRunner,
         completions: list[Completion],
-    ) -> None:
+        room: int = 0,
+    ) -> list[Row]:
+        """Write buffered outcomes in one transaction; return new steps handed to this worker."""
         if not completions:
-            return
+            return []
         try:
-            written = _transact(connection, lambda c: self._write(c, worker_id, completions))
+            written = _transact(connection, lambda c: self._write(c, worker_id, completions, room))
         except SingletonExists:
             # One step's new steps clash with a ready singleton: write each on its own, so the
             # others are not held back, and retry the clashing ones as if they had raised.
@@ -379,6 +399,7 @@ class WorkerPool:
             for completion in completions:
                 written.merge(self._write_alone(connection, worker_id, runner, completion))
         self._written(written)
+        return written.handed
 
     def _write_alone(
         self,
@@ -431,22 +452,26 @@ class WorkerPool:
             self._waker.wake()
 
     def _write(
-        self, connection: sa.Connection, worker_id: str, completions: list[Completion]
+        self,
+        connection: sa.Connection,
+        worker_id: str,
+        completions: list[Completion],
+        room: int = 0,
     ) -> _Written:
-        """Record outcomes of the steps this worker still holds, with the steps they add."""
-        finishing = [c.id for c in completions if c.queue != "ready"]
-        held = self._q.take_held(connection, worker_id, finishing)
+        """Record outcomes of the steps this worker still holds, with the steps they add.
+
+        Up to ``room`` new steps that are due now and implemented here are added already
+        leased to this worker, which runs them next without claiming them: a chain costs one
+        transaction per link, not two.
+        """
+        held: set[int] = set()
         for queue in ("done", "failed"):
-            self._q.insert_finished(
-                connection,
-                queue,
-                [c.row for c in completions if c.queue == queue and c.id in held],
-            )
-        for completion in completions:
-            if completion.queue == "ready" and self._q.reschedule(
-                connection, worker_id, completion.reschedule
-            ):
-                held.add(completion.id)
+            rows = [c.row for c in completions if c.queue == queue]
+            if rows:
+                held |= self._hot.finish(connection, worker_id, queue, rows)
+        changes = [c.reschedule for c in completions if c.queue == "ready"]
+        if changes:
+            held |= self._hot.reschedule(connection, worker_id, changes)
         now = utcnow()
         new_rows = [
             ready_row(step, now, parent=c.row)
@@ -454,9 +479,26 @@ class WorkerPool:
             if c.id in held
             for step in c.new_steps
         ]
+        written = _Written()
         if new_rows:
-            self._insert(connection, new_rows)
-        written = _Written(due=any(row["run_at"] <= now for row in new_rows))
+            until = now + self.settings.lease
+            plain = [r for r in new_rows if r["singleton_key"] is None]
+            for row in plain:
+                if room <= 0:
+                    break
+                if row["run_at"] <= now and row["name"] in self._registry:
+                    row.update(
+                        locked_by=worker_id,
+                        locked_until=until,
+                        available_at=until,
+                        execution_count=1,
+                    )
+                    room -= 1
+            written.handed = self._hot.add(connection, plain)
+            singletons = [r for r in new_rows if r["singleton_key"] is not None]
+            if singletons:
+                self._insert(connection, singletons)
+            written.due = any(r["run_at"] <= now and r["locked_by"] is None for r in new_rows)
         if written.due:
             notify_mod.notify(connection)
         for completion in completions:
@@ -494,12 +536,15 @@ class _Written:
 
     due: bool = False
     outcomes: dict[str, int] = field(default_factory=dict)
+    handed: list[Row] = field(default_factory=list)
+    """New steps added leased to the writing worker, for it to run next."""
 
     def count(self, queue: str) -> None:
         self.outcomes[queue] = self.outcomes.get(queue, 0) + 1
 
     def merge(self, other: _Written) -> None:
         self.due |= other.due
+        self.handed.extend(other.handed)
         for queue, count in other.outcomes.items():
             self.outcomes[queue] = self.outcomes.get(queue, 0) + count
 

@@ -444,8 +444,8 @@ def test_a_claim_that_committed_but_reported_an_error_strands_nothing(
     with fk.Engine(db_url, lease=1) as engine:
         engine.register_step(["job"], lambda step: None)
         ids = engine.add_steps(*(fk.Step("job", i) for i in range(3)))
-        queries = engine._queries  # fault injection: no public way to cut a COMMIT's reply
-        real_claim = queries.claim
+        hot_path = engine._hot  # fault injection: no public way to cut a COMMIT's reply
+        real_claim = hot_path.claim
         cut: list[list[int]] = []
 
         def claim_then_lose_the_reply(connection: sa.Connection, *args: Any) -> list[Any]:
@@ -456,7 +456,7 @@ def test_a_claim_that_committed_but_reported_an_error_strands_nothing(
             cut.append([row["id"] for row in rows])
             raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
-        monkeypatch.setattr(queries, "claim", claim_then_lose_the_reply)
+        monkeypatch.setattr(hot_path, "claim", claim_then_lose_the_reply)
         pool = Background(engine, workers=1, max_poll_interval=0.05)
         wait_for(lambda: engine.count()["done"] == len(ids), 10, "every step to be done")
         pool.stop()
@@ -797,3 +797,41 @@ def test_a_batch_that_turns_out_slow_gives_back_what_it_has_not_started(
 
 def in_an_hour() -> datetime:
     return datetime.now(UTC) + timedelta(hours=1)
+
+
+def test_a_chain_is_handed_from_link_to_link_within_one_worker(engine: fk.Engine) -> None:
+    """A due child the worker can run is added leased to it: no claim between the links."""
+
+    @engine.step("link")
+    def link(step: fk.StepContext) -> fk.Outcome:
+        left = step.state["left"]
+        return step.done(fk.Step("link", {"left": left - 1})) if left > 1 else step.done()
+
+    engine.add_step(fk.Step("link", {"left": 20}))
+    engine.run(workers=4, until_idle=True, handle_signals=False)
+
+    done = engine.search(fk.Search(name="link"), queues=["done"], limit=None)["done"]
+    assert [r.state["left"] for r in done] == list(range(20, 0, -1))
+    assert all(r.execution_count == 1 for r in done)
+    assert len({r.executed_by for r in done}) == 1
+    assert engine.count() == {"ready": 0, "done": 20, "failed": 0}
+
+
+def test_steps_handed_to_a_stopping_worker_are_released(engine: fk.Engine) -> None:
+    @engine.step("fan")
+    def fan(step: fk.StepContext) -> fk.Outcome:
+        engine.stop()  # the children are handed to this worker, which is stopping
+        return step.done(*(fk.Step("child", i) for i in range(5)))
+
+    @engine.step("child")
+    def child(step: fk.StepContext) -> None:
+        return None
+
+    engine.add_step(fk.Step("fan"))
+    engine.run(workers=1, handle_signals=False, max_poll_interval=0.05)
+
+    children = ready(engine)
+    assert len(children) == 5
+    assert all(r.locked_by is None and r.execution_count == 0 for r in children)
+    engine.run(workers=2, until_idle=True, handle_signals=False)
+    assert engine.count() == {"ready": 0, "done": 6, "failed": 0}

@@ -1,0 +1,400 @@
+"""The worker's hot path: claim, finish, reschedule and add steps, on the driver's connection.
+
+These few statements run for every step. Through SQLAlchemy each execution compiles its
+expanding ``IN`` list, type-processes every column of every row and, for ``executemany``,
+dumps every parameter one by one; ``flowkeeper bench`` showed that costing more than the
+database's own work. So on PostgreSQL and SQLite they are written out once as SQL text and run
+on the driver's connection, inside the transaction SQLAlchemy opened:
+
+- PostgreSQL moves a whole batch with one statement per queue: the outcomes travel as arrays
+  (``unnest``), the row is deleted from ready and inserted into done or failed in one
+  ``WITH … DELETE … RETURNING`` that only matches rows still leased to this worker (the fence).
+- SQLite, in process and single-writer, uses plain ``executemany``.
+- MySQL/MariaDB use the SQLAlchemy statements of :class:`StepQueries`.
+
+Every method takes and returns the same column dictionaries as :class:`StepQueries`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from flowkeeper.storage.step_queries import Row, StepQueries
+from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
+from flowkeeper.storage.types import storable
+
+CLAIMED_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "activation_args",
+    "flow_id",
+    "correlation_id",
+    "search_key",
+    "execution_count",
+    "created_by_step_id",
+    "run_at",
+    "description",
+    "tenant_id",
+)
+"""What a worker needs of a step it runs (the rest stays in the database and moves there)."""
+
+NEW_COLUMNS = (
+    "name",
+    "singleton",
+    "singleton_key",
+    "flow_id",
+    "correlation_id",
+    "search_key",
+    "state",
+    "activation_args",
+    "execution_count",
+    "run_at",
+    "available_at",
+    "created_at",
+    "created_by_step_id",
+    "description",
+    "tenant_id",
+    "locked_by",
+    "locked_until",
+)
+"""The columns written for a new ready step."""
+
+_TIMES = frozenset({"run_at", "available_at", "created_at", "locked_until"})
+_READY = steps_ready.name
+_CLAIMED = ", ".join(CLAIMED_COLUMNS)
+
+
+def _text(value: str | None) -> str | None:
+    """Description text every database stores (as :class:`.types.StorableText` writes it)."""
+    if value is None or (value.isascii() and "\x00" not in value):
+        return value
+    return storable(value)
+
+
+class HotPath:
+    """The hot path through SQLAlchemy Core: correct everywhere, used for MySQL/MariaDB."""
+
+    def __init__(self, queries: StepQueries) -> None:
+        self._q = queries
+
+    def claim(
+        self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
+    ) -> list[Row]:
+        """Lease up to ``limit`` due steps to ``worker``; return them, oldest due first."""
+        return self._q.claim(connection, worker, now, until, limit)
+
+    def finish(
+        self, connection: sa.Connection, worker: str, queue: str, rows: Sequence[Row]
+    ) -> set[int]:
+        """Move the rows ``worker`` still holds from ready to ``queue``; return their ids."""
+        held = self._q.take_held(connection, worker, [r["id"] for r in rows])
+        self._q.insert_finished(connection, queue, [r for r in rows if r["id"] in held])
+        return held
+
+    def reschedule(
+        self, connection: sa.Connection, worker: str, changes: Sequence[dict[str, Any]]
+    ) -> set[int]:
+        """Put held steps back in line with new values; return the ids still held."""
+        return {c["step_id"] for c in changes if self._q.reschedule(connection, worker, c)}
+
+    def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
+        """Insert new (non-singleton) ready steps; return the leased ones as claimed rows."""
+        ids = self._q.insert_ready(connection, rows)
+        # Whole rows: this path writes finished steps from what the worker holds in memory.
+        return [
+            {**row, "id": step_id}
+            for step_id, row in zip(ids, rows, strict=True)
+            if row["locked_by"] is not None
+        ]
+
+
+class PostgresHotPath(HotPath):
+    """Whole batches per statement: outcomes as arrays, fenced with the lease in SQL."""
+
+    def __init__(self, queries: StepQueries) -> None:
+        super().__init__(queries)
+        self._claim_sql = (
+            f"UPDATE {_READY} SET locked_by = %(worker)s, locked_until = %(until)s, "
+            "available_at = %(until)s, execution_count = execution_count + 1 "
+            f"WHERE id IN (SELECT id FROM {_READY} WHERE available_at <= %(now)s "
+            "ORDER BY available_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {_CLAIMED}"
+        )
+        kept = [c for c in STEP_COLUMNS if c not in _OUTCOME_COLUMNS]
+        moved = ", ".join(f"r.{c}" for c in kept)
+        self._finish_sql = {
+            queue: (
+                f"WITH moved AS (DELETE FROM {_READY} r USING unnest(%(ids)s::bigint[], "
+                "%(started)s::timestamp[], %(ms)s::integer[], %(description)s::text[]) "
+                "AS o(id, started, ms, description) "
+                f"WHERE r.id = o.id AND r.locked_by = %(worker)s RETURNING {moved}, "
+                "o.started, o.ms, o.description) "
+                f"INSERT INTO fk_steps_{queue} ({', '.join(kept)}, execution_started_at, "
+                "execution_duration_ms, description, executed_by) "
+                f"SELECT {', '.join(kept)}, started, ms, description, %(worker)s FROM moved "
+                "RETURNING id"
+            )
+            for queue in ("done", "failed")
+        }
+        self._reschedule_sql = (
+            f"UPDATE {_READY} r SET state = o.state, run_at = o.run_at, available_at = o.run_at, "
+            "description = o.description, execution_count = o.execution_count, "
+            "execution_started_at = o.started, execution_duration_ms = o.ms, "
+            "executed_by = %(worker)s, locked_by = NULL, locked_until = NULL "
+            "FROM unnest(%(ids)s::bigint[], %(state)s::text[], %(run_at)s::timestamp[], "
+            "%(description)s::text[], %(count)s::integer[], %(started)s::timestamp[], "
+            "%(ms)s::integer[]) AS o(id, state, run_at, description, execution_count, "
+            "started, ms) WHERE r.id = o.id AND r.locked_by = %(worker)s RETURNING r.id"
+        )
+        types = {
+            "singleton": "boolean",
+            "execution_count": "integer",
+            "created_by_step_id": "bigint",
+        }
+        arrays = ", ".join(
+            f"%({c})s::{'timestamp' if c in _TIMES else types.get(c, 'text')}[]"
+            for c in NEW_COLUMNS
+        )
+        self._add_sql = (
+            f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+            f"RETURNING {_CLAIMED}, locked_by"
+        )
+
+    def claim(
+        self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
+    ) -> list[Row]:
+        params = {"worker": worker, "until": _naive(until), "now": _naive(now), "limit": limit}
+        with _driver(connection).cursor() as cursor:
+            cursor.execute(self._claim_sql, params)
+            rows = [_claimed(values) for values in cursor.fetchall()]
+        rows.sort(key=_by_id)
+        return rows
+
+    def finish(
+        self, connection: sa.Connection, worker: str, queue: str, rows: Sequence[Row]
+    ) -> set[int]:
+        if not rows:
+            return set()
+        params = {
+            "ids": [r["id"] for r in rows],
+            "started": [_naive(r["execution_started_at"]) for r in rows],
+            "ms": [r["execution_duration_ms"] for r in rows],
+            "description": [_text(r["description"]) for r in rows],
+            "worker": worker,
+        }
+        with _driver(connection).cursor() as cursor:
+            cursor.execute(self._finish_sql[queue], params)
+            return {values[0] for values in cursor.fetchall()}
+
+    def reschedule(
+        self, connection: sa.Connection, worker: str, changes: Sequence[dict[str, Any]]
+    ) -> set[int]:
+        if not changes:
+            return set()
+        params = {
+            "ids": [c["step_id"] for c in changes],
+            "state": [c["state"] for c in changes],
+            "run_at": [_naive(c["run_at"]) for c in changes],
+            "description": [_text(c["description"]) for c in changes],
+            "count": [c["execution_count"] for c in changes],
+            "started": [_naive(c["execution_started_at"]) for c in changes],
+            "ms": [c["execution_duration_ms"] for c in changes],
+            "worker": worker,
+        }
+        with _driver(connection).cursor() as cursor:
+            cursor.execute(self._reschedule_sql, params)
+            return {values[0] for values in cursor.fetchall()}
+
+    def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
+        if not rows:
+            return []
+        params: dict[str, list[Any]] = {
+            c: [_naive(r[c]) for r in rows] if c in _TIMES else [r[c] for r in rows]
+            for c in NEW_COLUMNS
+        }
+        params["description"] = [_text(r["description"]) for r in rows]
+        with _driver(connection).cursor() as cursor:
+            cursor.execute(self._add_sql, params)
+            returned = cursor.fetchall()
+        leased = [_claimed(values[:-1]) for values in returned if values[-1] is not None]
+        leased.sort(key=_by_id)
+        return leased
+
+
+class SqliteHotPath(HotPath):
+    """Plain statements and ``executemany`` on the in-process sqlite3 connection."""
+
+    def __init__(self, queries: StepQueries) -> None:
+        super().__init__(queries)
+        self._claim_sql = (
+            f"UPDATE {_READY} SET locked_by = ?, locked_until = ?, available_at = ?, "
+            "execution_count = execution_count + 1 "
+            f"WHERE id IN (SELECT id FROM {_READY} WHERE available_at <= ? "
+            f"ORDER BY available_at LIMIT ?) RETURNING {_CLAIMED}"
+        )
+        kept = [c for c in STEP_COLUMNS if c not in _OUTCOME_COLUMNS]
+        self._finish_sql = {
+            queue: (
+                f"INSERT INTO fk_steps_{queue} ({', '.join(kept)}, execution_started_at, "
+                "execution_duration_ms, description, executed_by) "
+                f"SELECT {', '.join(kept)}, ?, ?, ?, ? FROM {_READY} WHERE id = ?"
+            )
+            for queue in ("done", "failed")
+        }
+        self._reschedule_sql = (
+            f"UPDATE {_READY} SET state = ?, run_at = ?, available_at = ?, description = ?, "
+            "execution_count = ?, execution_started_at = ?, execution_duration_ms = ?, "
+            "executed_by = ?, locked_by = NULL, locked_until = NULL WHERE id = ?"
+        )
+        marks = ", ".join("?" * len(NEW_COLUMNS))
+        self._add_sql = f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) VALUES ({marks})"
+        self._add_leased_sql = f"{self._add_sql} RETURNING {_CLAIMED}"
+
+    def claim(
+        self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
+    ) -> list[Row]:
+        lease_end = _sqlite_time(until)
+        cursor = _driver(connection).cursor()
+        try:
+            cursor.execute(
+                self._claim_sql, (worker, lease_end, lease_end, _sqlite_time(now), limit)
+            )
+            rows = [_claimed(values, parse_time=True) for values in cursor.fetchall()]
+        finally:
+            cursor.close()
+        rows.sort(key=_by_id)
+        return rows
+
+    def _held(self, cursor: Any, worker: str, ids: list[int]) -> set[int]:
+        marks = ", ".join("?" * len(ids))
+        cursor.execute(
+            f"SELECT id FROM {_READY} WHERE id IN ({marks}) AND locked_by = ?", (*ids, worker)
+        )
+        return {values[0] for values in cursor.fetchall()}
+
+    def finish(
+        self, connection: sa.Connection, worker: str, queue: str, rows: Sequence[Row]
+    ) -> set[int]:
+        if not rows:
+            return set()
+        cursor = _driver(connection).cursor()
+        try:
+            held = self._held(cursor, worker, [r["id"] for r in rows])
+            if held:
+                cursor.executemany(
+                    self._finish_sql[queue],
+                    [
+                        (
+                            _sqlite_time(r["execution_started_at"]),
+                            r["execution_duration_ms"],
+                            _text(r["description"]),
+                            worker,
+                            r["id"],
+                        )
+                        for r in rows
+                        if r["id"] in held
+                    ],
+                )
+                marks = ", ".join("?" * len(held))
+                cursor.execute(f"DELETE FROM {_READY} WHERE id IN ({marks})", tuple(held))
+        finally:
+            cursor.close()
+        return held
+
+    def reschedule(
+        self, connection: sa.Connection, worker: str, changes: Sequence[dict[str, Any]]
+    ) -> set[int]:
+        if not changes:
+            return set()
+        cursor = _driver(connection).cursor()
+        try:
+            held = self._held(cursor, worker, [c["step_id"] for c in changes])
+            cursor.executemany(
+                self._reschedule_sql,
+                [
+                    (
+                        c["state"],
+                        _sqlite_time(c["run_at"]),
+                        _sqlite_time(c["run_at"]),
+                        _text(c["description"]),
+                        c["execution_count"],
+                        _sqlite_time(c["execution_started_at"]),
+                        c["execution_duration_ms"],
+                        worker,
+                        c["step_id"],
+                    )
+                    for c in changes
+                    if c["step_id"] in held
+                ],
+            )
+        finally:
+            cursor.close()
+        return held
+
+    def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
+        values = [
+            tuple(
+                _sqlite_time(r[c]) if c in _TIMES else _text(r[c]) if c == "description" else r[c]
+                for c in NEW_COLUMNS
+            )
+            for r in rows
+        ]
+        leased: list[Row] = []
+        cursor = _driver(connection).cursor()
+        try:
+            unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
+            if unleased:
+                cursor.executemany(self._add_sql, unleased)
+            for value, row in zip(values, rows, strict=True):
+                if row["locked_by"] is not None:
+                    cursor.execute(self._add_leased_sql, value)
+                    leased.append(_claimed(cursor.fetchone(), parse_time=True))
+        finally:
+            cursor.close()
+        return leased
+
+
+def hot_path_for(queries: StepQueries) -> HotPath:
+    """The fastest hot path for the database ``queries`` were built for."""
+    if queries.kind == "postgresql":
+        return PostgresHotPath(queries)
+    if queries.kind == "sqlite":
+        return SqliteHotPath(queries)
+    return HotPath(queries)
+
+
+_OUTCOME_COLUMNS = frozenset(
+    {"execution_started_at", "execution_duration_ms", "description", "executed_by"}
+)
+
+
+def _driver(connection: sa.Connection) -> Any:
+    return connection.connection.driver_connection
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    """Naive UTC, as the columns store it (values here are always aware UTC)."""
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """The text SQLAlchemy stores a SQLite DATETIME as: fixed width, so text order is time order."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _claimed(values: Sequence[Any], parse_time: bool = False) -> Row:
+    row = dict(zip(CLAIMED_COLUMNS, values, strict=True))
+    run_at = row["run_at"]
+    row["run_at"] = (datetime.fromisoformat(run_at) if parse_time else run_at).replace(tzinfo=UTC)
+    return row
+
+
+def _by_id(row: Row) -> int:
+    return int(row["id"])
