@@ -89,7 +89,11 @@ class StepRunner:
         try:
             context = StepContext(row, connection_factory)
             result = registration.function(context)
-            if inspect.isawaitable(result):  # async def, or a callable that returns a coroutine
+            if (
+                result is not None
+                and not isinstance(result, Outcome)
+                and inspect.isawaitable(result)
+            ):  # async def, or a callable that returns a coroutine
                 result = self._event_loop().run_until_complete(_awaited(result))
         except FailStep as failure:
             return self._finish(

@@ -17,7 +17,7 @@ Every method takes and returns the same column dictionaries as :class:`StepQueri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,17 +127,24 @@ class PostgresHotPath(HotPath):
         )
         kept = [c for c in STEP_COLUMNS if c not in _OUTCOME_COLUMNS]
         moved = ", ".join(f"r.{c}" for c in kept)
+        # Ids, start times (epoch seconds) and durations travel as array literals, which the
+        # driver sends as one string; the failed queue also takes each step's new description.
         self._finish_sql = {
             queue: (
                 f"WITH moved AS (DELETE FROM {_READY} r USING unnest(%(ids)s::bigint[], "
-                "%(started)s::timestamp[], %(ms)s::integer[], %(description)s::text[]) "
-                "AS o(id, started, ms, description) "
-                f"WHERE r.id = o.id AND r.locked_by = %(worker)s RETURNING {moved}, "
-                "o.started, o.ms, o.description) "
-                f"INSERT INTO fk_steps_{queue} ({', '.join(kept)}, execution_started_at, "
+                "%(started)s::float8[], %(ms)s::integer[]"
+                + (
+                    ", %(description)s::text[]) AS o(id, started, ms, description) "
+                    if queue == "failed"
+                    else ") AS o(id, started, ms) "
+                )
+                + f"WHERE r.id = o.id AND r.locked_by = %(worker)s RETURNING {moved}, "
+                "o.started, o.ms, "
+                + ("o.description" if queue == "failed" else "r.description")
+                + f") INSERT INTO fk_steps_{queue} ({', '.join(kept)}, execution_started_at, "
                 "execution_duration_ms, description, executed_by) "
-                f"SELECT {', '.join(kept)}, started, ms, description, %(worker)s FROM moved "
-                "RETURNING id"
+                f"SELECT {', '.join(kept)}, to_timestamp(started) AT TIME ZONE 'UTC', ms, "
+                "description, %(worker)s FROM moved RETURNING id"
             )
             for queue in ("done", "failed")
         }
@@ -157,11 +164,14 @@ class PostgresHotPath(HotPath):
             "created_by_step_id": "bigint",
         }
         arrays = ", ".join(
-            f"%({c})s::{'timestamp' if c in _TIMES else types.get(c, 'text')}[]"
-            for c in NEW_COLUMNS
+            f"%({c})s::{'float8' if c in _TIMES else types.get(c, 'text')}[]" for c in NEW_COLUMNS
+        )
+        values = ", ".join(
+            f"to_timestamp({c}) AT TIME ZONE 'UTC'" if c in _TIMES else c for c in NEW_COLUMNS
         )
         self._add_sql = (
-            f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+            f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) SELECT {values} "
+            f"FROM unnest({arrays}) AS u({', '.join(NEW_COLUMNS)}) "
             f"RETURNING {_CLAIMED}, locked_by"
         )
 
@@ -180,13 +190,14 @@ class PostgresHotPath(HotPath):
     ) -> set[int]:
         if not rows:
             return set()
-        params = {
-            "ids": [r["id"] for r in rows],
-            "started": [_naive(r["execution_started_at"]) for r in rows],
-            "ms": [r["execution_duration_ms"] for r in rows],
-            "description": [_text(r["description"]) for r in rows],
+        params: dict[str, Any] = {
+            "ids": _array(r["id"] for r in rows),
+            "started": _array(repr(r["execution_started_at"].timestamp()) for r in rows),
+            "ms": _array(r["execution_duration_ms"] for r in rows),
             "worker": worker,
         }
+        if queue == "failed":
+            params["description"] = [_text(r["description"]) for r in rows]
         with _driver(connection).cursor() as cursor:
             cursor.execute(self._finish_sql[queue], params)
             return {values[0] for values in cursor.fetchall()}
@@ -213,11 +224,7 @@ class PostgresHotPath(HotPath):
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         if not rows:
             return []
-        params: dict[str, list[Any]] = {
-            c: [_naive(r[c]) for r in rows] if c in _TIMES else [r[c] for r in rows]
-            for c in NEW_COLUMNS
-        }
-        params["description"] = [_text(r["description"]) for r in rows]
+        params = {c: _literal(c, [r[c] for r in rows]) for c in NEW_COLUMNS}
         with _driver(connection).cursor() as cursor:
             cursor.execute(self._add_sql, params)
             returned = cursor.fetchall()
@@ -371,6 +378,34 @@ def hot_path_for(queries: StepQueries) -> HotPath:
 _OUTCOME_COLUMNS = frozenset(
     {"execution_started_at", "execution_duration_ms", "description", "executed_by"}
 )
+
+
+_NUMBERS = frozenset({"execution_count", "created_by_step_id"})
+
+
+def _literal(column: str, values: list[Any]) -> str:
+    """A PostgreSQL array literal of one column's values (times as epoch seconds)."""
+    if column in _TIMES:
+        return _array("NULL" if v is None else repr(v.timestamp()) for v in values)
+    if column in _NUMBERS:
+        return _array("NULL" if v is None else v for v in values)
+    if column == "singleton":
+        return _array("t" if v else "f" for v in values)
+    return _array(_quoted(v) for v in values)
+
+
+def _quoted(value: str | None) -> str:
+    """One text element of an array literal: NULL, or double-quoted with \\ and \" escaped."""
+    if value is None:
+        return "NULL"
+    text = _text(value)
+    assert text is not None
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal of numbers: one string for the driver to send."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _driver(connection: sa.Connection) -> Any:

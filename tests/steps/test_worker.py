@@ -835,3 +835,36 @@ def test_steps_handed_to_a_stopping_worker_are_released(engine: fk.Engine) -> No
     assert all(r.locked_by is None and r.execution_count == 0 for r in children)
     engine.run(workers=2, until_idle=True, handle_signals=False)
     assert engine.count() == {"ready": 0, "done": 6, "failed": 0}
+
+
+NASTY_TEXT = ['a "quoted" word', "back\\slash", "{braces, commas}", "NULL", "", "ünï €𝄞", " x "]
+
+
+def test_children_added_by_a_worker_keep_every_character(engine: fk.Engine) -> None:
+    later = datetime.now(UTC) + timedelta(days=1)
+
+    @engine.step("parent")
+    def parent(step: fk.StepContext) -> fk.Outcome:
+        return step.done(
+            *(
+                fk.Step(
+                    "kept",
+                    {"text": text, "list": [text]},
+                    search_key=text,
+                    description=text,
+                    run_at=later,
+                )
+                for text in NASTY_TEXT
+            ),
+            fk.Step("kept", None, correlation_id='c"1\\', run_at=later),
+        )
+
+    engine.add_step(fk.Step("parent"))
+    engine.run(workers=1, until_idle=True, handle_signals=False)
+
+    children = ready(engine)
+    assert [c.state for c in children[:-1]] == [{"text": t, "list": [t]} for t in NASTY_TEXT]
+    assert [c.search_key for c in children[:-1]] == NASTY_TEXT
+    assert [c.description for c in children[:-1]] == NASTY_TEXT
+    assert children[-1].state is None
+    assert children[-1].correlation_id == 'c"1\\'
