@@ -1,9 +1,9 @@
-"""The ceiling: a bare-SQL loop that moves rows through the step tables the way the engine must.
+"""The ceiling: a bare loop that moves rows through the step tables the way the engine must.
 
-Each worker thread holds one driver connection and repeats two transactions: claim a batch
-(lease it), then delete it from ready and insert it into done (plus, for chains, insert each
-row's successor). No Python objects per step, no SQLAlchemy: what the database itself allows
-on this machine today, measured in the same run as the engine.
+Each thread holds one connection and repeats two transactions: claim a batch (lease it), then
+move it from ready to done (and, for chains, add each row's successor, leased to itself). It
+runs the very statements the engine's workers run, so the engine's figure divided by this one
+is what the engine's own machinery costs, measured in the same run on the same database.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from flowkeeper.storage.database import kind_of
+from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
+from flowkeeper.storage.step_queries import StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_done, steps_ready
 
 _INSERT_COLUMNS = [c for c in STEP_COLUMNS if c != "id"] + ["available_at"]
@@ -99,14 +102,17 @@ def bare_loop(
 ) -> float:
     """Move ``expected`` rows from ready to done with ``workers`` threads; return seconds taken.
 
-    ``spawn(row)`` gives the state (JSON text) of a moved row's successor, or None (chains).
+    It runs the engine's own hot-path statements (claim, finish, add) on held connections,
+    with the same batch size and the same hand-off of new steps to the thread that made them,
+    but none of the engine's per-step machinery: no step context, no implementation, no
+    outcome bookkeeping. ``spawn(row)`` gives the state (JSON text) of a moved row's
+    successor, or None (chains).
     """
-    dialect = _Dialect(database.dialect.name)
+    hot = hot_path_for(StepQueries(kind_of(database.url)))
     moved = 0
     lock = threading.Lock()
     finished = threading.Event()
     deadline = time.perf_counter() + timeout
-
     failures: list[BaseException] = []
 
     def work(index: int) -> None:
@@ -119,64 +125,35 @@ def bare_loop(
     def move(index: int) -> None:
         nonlocal moved
         worker = f"ceiling/{index}"
-        connection = _driver_connection(database)
-        cursor = connection.cursor()
-        p = dialect.param
-        try:
+        handed: list[dict[str, Any]] = []
+        with database.connect() as connection:
             while not finished.is_set() and time.perf_counter() < deadline:
                 now = datetime.now(UTC)
-                until = dialect.time(now + timedelta(seconds=60))
-                dialect.begin(cursor)
-                if dialect.kind == "mysql":
-                    cursor.execute(dialect.claim, (dialect.time(now), batch_size))
-                    rows = cursor.fetchall()
-                    if rows:
-                        ids = ", ".join(str(r[0]) for r in rows)
-                        cursor.execute(
-                            f"UPDATE {steps_ready.name} SET locked_by = {p}, locked_until = {p}, "
-                            f"available_at = {p}, execution_count = execution_count + 1 "
-                            f"WHERE id IN ({ids})",
-                            (worker, until, until),
-                        )
+                lease_end = now + timedelta(seconds=60)
+                if handed:
+                    rows, handed = handed, []
                 else:
-                    cursor.execute(
-                        dialect.claim, (worker, until, until, dialect.time(now), batch_size)
-                    )
-                    rows = cursor.fetchall()
-                names = [d[0] for d in cursor.description or ()]
-                dialect.commit(connection, cursor)
+                    with connection.begin():
+                        rows = hot.claim(connection, worker, now, lease_end, batch_size)
                 if not rows:
                     with lock:
                         if moved >= expected:
                             finished.set()
                     time.sleep(0.001)
                     continue
-                records = [dict(zip(names, r, strict=True)) for r in rows]
-                dialect.begin(cursor)
-                ids = ", ".join(str(r["id"]) for r in records)
-                cursor.execute(dialect.delete.format(ids=ids), (worker,))
-                cursor.executemany(
-                    dialect.insert_done, [[r[c] for c in STEP_COLUMNS] for r in records]
-                )
-                if spawn is not None:
-                    children = []
-                    for r in records:
-                        state = spawn(r)
-                        if state is not None:
-                            child = {**r, "state": state, "execution_count": 0}
-                            child["created_by_step_id"] = r["id"]
-                            child["available_at"] = r["run_at"]
-                            children.append([child[c] for c in _INSERT_COLUMNS])
-                    if children:
-                        cursor.executemany(dialect.insert_ready, children)
-                dialect.commit(connection, cursor)
+                for row in rows:
+                    row.update(
+                        execution_started_at=now, execution_duration_ms=0, executed_by=worker
+                    )
+                with connection.begin():
+                    hot.finish(connection, worker, "done", rows)
+                    if spawn is not None:
+                        children = [_child(r, spawn, worker, now, lease_end) for r in rows]
+                        handed = hot.add(connection, [c for c in children if c is not None])
                 with lock:
-                    moved += len(records)
+                    moved += len(rows)
                     if moved >= expected:
                         finished.set()
-        finally:
-            cursor.close()
-            connection.close()
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
     started = time.perf_counter()
@@ -189,6 +166,33 @@ def bare_loop(
     if moved < expected:
         raise RuntimeError(f"the ceiling loop moved {moved} of {expected} rows in {timeout} s")
     return time.perf_counter() - started
+
+
+def _child(
+    row: dict[str, Any],
+    spawn: Callable[[dict[str, Any]], str | None],
+    worker: str,
+    now: datetime,
+    lease_end: datetime,
+) -> dict[str, Any] | None:
+    """The successor of ``row`` as a new ready row leased to ``worker``, or None."""
+    state = spawn(row)
+    if state is None:
+        return None
+    return {
+        **dict.fromkeys(NEW_COLUMNS),
+        "name": row["name"],
+        "singleton": False,
+        "flow_id": row["flow_id"],
+        "state": state,
+        "execution_count": 1,
+        "run_at": now,
+        "created_at": now,
+        "created_by_step_id": row["id"],
+        "locked_by": worker,
+        "locked_until": lease_end,
+        "available_at": lease_end,
+    }
 
 
 def bare_insert(database: sa.Engine, n: int, batch_size: int) -> float:
