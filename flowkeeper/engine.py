@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from flowkeeper.errors import InvalidArgument
 from flowkeeper.steps.model import QUEUE_NAMES, Retry, Search, Step, StepRecord
 from flowkeeper.steps.operations import StepOperations
 from flowkeeper.steps.registry import Implementation, StepRegistry
@@ -55,10 +56,17 @@ class Engine:
         *,
         lease: float | timedelta = 60.0,
         unknown_step_delay: float | timedelta = 3600.0,
+        retention: timedelta | None = None,
         **engine_options: Any,
     ) -> None:
         self.url = resolve_url(url)
         self.kind = kind_of(self.url)
+        if retention is not None and (
+            not isinstance(retention, timedelta) or retention <= timedelta(0)
+        ):
+            raise InvalidArgument(f"retention must be a positive timedelta, not {retention!r}")
+        self.retention = retention
+        """Done and failed steps older than this are deleted by running workers (None: kept)."""
         self._defaults = WorkerSettings(lease=lease, unknown_step_delay=unknown_step_delay)  # type: ignore[arg-type]
         self.database: sa.Engine = create_database(self.url, **engine_options)
         """The SQLAlchemy engine Flowkeeper uses; open your own transactions on it for
@@ -124,8 +132,6 @@ class Engine:
     ) -> Iterator[sa.Connection]:
         if connection is not None:
             if not isinstance(connection, sa.Connection):
-                from flowkeeper.errors import InvalidArgument
-
                 raise InvalidArgument(
                     f"connection must be a SQLAlchemy Connection, not {type(connection).__name__}"
                 )
@@ -239,6 +245,18 @@ class Engine:
         """Move matching ready steps to the failed queue; return their ids."""
         return self._steps.fail_steps(search, description, connection)
 
+    def prune(self, older_than: timedelta, queues: Iterable[str] = ("done",)) -> dict[str, int]:
+        """Delete done (and, if asked, failed) steps created more than ``older_than`` ago.
+
+        Returns how many were deleted per queue. Workers do this on their own when the engine
+        has a ``retention``.
+        """
+        return self._steps.prune(older_than, queues)
+
+    def _prune_by_retention(self) -> dict[str, int]:
+        assert self.retention is not None
+        return self.prune(self.retention, ("done", "failed"))
+
     def count(
         self, search: Search | None = None, *, connection: sa.Connection | None = None
     ) -> dict[str, int]:
@@ -278,6 +296,7 @@ class Engine:
             self._steps.insert,
             self._waker,
             settings,
+            housekeeping=None if self.retention is None else self._prune_by_retention,
         )
         self._pools.add(pool)
         self._last_stats = pool.stats

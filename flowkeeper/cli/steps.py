@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -35,13 +35,14 @@ from flowkeeper.cli.common import (
     shorten,
     utc_text,
 )
+from flowkeeper.clock import utcnow
 from flowkeeper.engine import Engine
 from flowkeeper.errors import InvalidArgument
 from flowkeeper.steps.model import StepRecord
 
 steps_app = typer.Typer(
     name="steps",
-    help="Look at steps and act on them: list, show, count, activate, reexecute, fail.",
+    help="Look at steps and act on them: list, show, count, activate, reexecute, fail, prune.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -299,3 +300,46 @@ def fail_steps(
         )
     else:
         console.print("No matching ready steps; nothing failed.")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``90s``, ``2w`` or a number of seconds, as a timedelta."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:])
+    number = value[:-1] if unit is not None else value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise InvalidArgument(
+            f"--older-than {text!r} is not an age; write e.g. 30d, 12h, 45m, 90s or 3600"
+        ) from None
+    if amount < 0:
+        raise InvalidArgument(f"--older-than must not be negative (got {text!r})")
+    return timedelta(seconds=amount * (unit or 1))
+
+
+@steps_app.command("prune")
+@reports_errors
+def prune_steps(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age: 30d, 12h, 45m, 90s or seconds.")
+    ],
+    queue: Annotated[
+        list[FinishedQueue] | None,
+        typer.Option("--queue", "-q", help="done (default) and/or failed; repeatable."),
+    ] = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete done (or failed) steps created longer ago than --older-than."""
+    age = parse_age(older_than)
+    with Engine(database) as engine:
+        deleted = engine.prune(age, queue_names(queue, ("done",)))
+    if as_json:
+        print_json(deleted)
+        return
+    for name, count in deleted.items():
+        console.print(f"Deleted {count} {name} steps created before {utc_text(utcnow() - age)}.")

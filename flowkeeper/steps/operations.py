@@ -10,7 +10,7 @@ import contextlib
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -281,6 +281,27 @@ class StepOperations:
             }
 
     # -- changing -----------------------------------------------------------------------------
+
+    def prune(
+        self, older_than: timedelta, queues: Iterable[str] = ("done",), batch: int = 5000
+    ) -> dict[str, int]:
+        """Delete done/failed steps created more than ``older_than`` ago; return counts.
+
+        Deletes ``batch`` rows per transaction, so a large backlog never holds long locks.
+        """
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise InvalidArgument(f"older_than must be a timedelta >= 0, not {older_than!r}")
+        chosen = check_queues(queues, ("done", "failed"))
+        cutoff = utcnow() - older_than
+        deleted: dict[str, int] = dict.fromkeys(chosen, 0)
+        for queue in chosen:
+            while True:
+                with self._transaction(None) as conn:
+                    ids = self._q.ids_created_before(conn, queue, cutoff, batch)
+                    deleted[queue] += self._q.delete(conn, queue, ids)
+                if len(ids) < batch:
+                    break
+        return deleted
 
     def activate(
         self, step_id: int, args: Any = None, connection: sa.Connection | None = None

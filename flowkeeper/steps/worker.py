@@ -43,6 +43,8 @@ from flowkeeper.storage.step_queries import Row, StepQueries
 log = logging.getLogger("flowkeeper.worker")
 
 MIN_POLL_INTERVAL = 0.01
+HOUSEKEEPING_INTERVAL = 300.0
+"""Seconds between two prunings of old steps by a pool whose engine has a retention."""
 TARGET_BATCH_SECONDS = 0.25
 """Claim about this much work at a time, so slow steps are not hoarded by one worker."""
 OVERRUN_FACTOR = 2
@@ -118,7 +120,9 @@ class WorkerPool:
         insert: Callable[[sa.Connection, Sequence[Row]], list[int]],
         waker: Waker,
         settings: WorkerSettings,
+        housekeeping: Callable[[], object] | None = None,
     ) -> None:
+        self._housekeeping = housekeeping
         self._database = database
         self._q = queries
         self._hot = hot
@@ -165,6 +169,10 @@ class WorkerPool:
                 target=self._heartbeat, args=(workers_done,), name="flowkeeper-heartbeat"
             )
         ]
+        if self._housekeeping is not None:
+            helpers.append(
+                threading.Thread(target=self._keep_house, name="flowkeeper-housekeeping")
+            )
         if self._database.dialect.name == "postgresql":
             self.listener = notify_mod.Listener(self._database, self._waker.wake)
             helpers.append(threading.Thread(target=self.listener.run, name="flowkeeper-listen"))
@@ -504,6 +512,18 @@ class WorkerPool:
         for completion in completions:
             written.count(completion.queue if completion.id in held else "lost")
         return written
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def _keep_house(self) -> None:
+        """Run the housekeeping callback (pruning old steps) at start and every interval."""
+        assert self._housekeeping is not None
+        while not self._stopping.is_set():
+            try:
+                self._housekeeping()
+            except Exception as error:
+                log.warning("housekeeping failed (%s); trying again later", first_line(error))
+            self._stopping.wait(HOUSEKEEPING_INTERVAL)
 
     # -- heartbeat ---------------------------------------------------------------------------------
 

@@ -214,6 +214,14 @@ class StepQueries:
             return 0
         return connection.execute(delete(table).where(table.c.id.in_(list(ids)))).rowcount
 
+    def ids_created_before(
+        self, connection: sa.Connection, queue: str, cutoff: datetime, limit: int
+    ) -> list[int]:
+        """Up to ``limit`` ids of steps created before ``cutoff`` (the created_at index)."""
+        table = QUEUES[queue]
+        query = select(table.c.id).where(table.c.created_at < cutoff).limit(limit)
+        return [int(i) for i in connection.execute(query).scalars()]
+
     def count(
         self, connection: sa.Connection, queue: str, where: Iterable[sa.ColumnElement[bool]] = ()
     ) -> int:
