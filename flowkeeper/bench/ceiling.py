@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flowkeeper.storage.database import kind_of
+from flowkeeper.storage.database import kind_of, transact
 from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
 from flowkeeper.storage.step_queries import StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_done, steps_ready
@@ -133,8 +133,10 @@ def bare_loop(
                 if handed:
                     rows, handed = handed, []
                 else:
-                    with connection.begin():
-                        rows = hot.claim(connection, worker, now, lease_end, batch_size)
+                    rows = transact(
+                        connection,
+                        lambda c: hot.claim(c, worker, now, lease_end, batch_size),  # noqa: B023
+                    )
                 if not rows:
                     with lock:
                         if moved >= expected:
@@ -145,11 +147,20 @@ def bare_loop(
                     row.update(
                         execution_started_at=now, execution_duration_ms=0, executed_by=worker
                     )
-                with connection.begin():
-                    hot.finish(connection, worker, "done", rows)
-                    if spawn is not None:
-                        children = [_child(r, spawn, worker, now, lease_end) for r in rows]
-                        handed = hot.add(connection, [c for c in children if c is not None])
+
+                def finish(
+                    c: sa.Connection,
+                    rows: list[dict[str, Any]] = rows,
+                    now: datetime = now,
+                    lease_end: datetime = lease_end,
+                ) -> list[Any]:
+                    hot.finish(c, worker, "done", rows)
+                    if spawn is None:
+                        return []
+                    children = [_child(r, spawn, worker, now, lease_end) for r in rows]
+                    return hot.add(c, [child for child in children if child is not None])
+
+                handed = transact(connection, finish)
                 with lock:
                     moved += len(rows)
                     if moved >= expected:

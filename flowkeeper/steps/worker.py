@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -24,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
-from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -35,7 +33,7 @@ from flowkeeper.steps.execution import Completion, StepRunner
 from flowkeeper.steps.operations import ready_row
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage import notify as notify_mod
-from flowkeeper.storage.database import first_line, is_transient
+from flowkeeper.storage.database import first_line, transact
 from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.notify import Waker
 from flowkeeper.storage.step_queries import Row, StepQueries
@@ -306,7 +304,7 @@ class WorkerPool:
             now = utcnow()
             return self._hot.claim(conn, worker_id, now, now + self.settings.lease, limit)
 
-        return _transact(connection, claim)
+        return transact(connection, claim)
 
     def _run_batch(
         self, connection: sa.Connection, runner: StepRunner, worker_id: str, rows: list[Row]
@@ -382,7 +380,7 @@ class WorkerPool:
                 notify_mod.notify(conn)
             return released
 
-        if _transact(connection, release):
+        if transact(connection, release):
             self._waker.wake()
 
     # -- writing outcomes -------------------------------------------------------------------------
@@ -399,7 +397,7 @@ class WorkerPool:
         if not completions:
             return []
         try:
-            written = _transact(connection, lambda c: self._write(c, worker_id, completions, room))
+            written = transact(connection, lambda c: self._write(c, worker_id, completions, room))
         except SingletonExists:
             # One step's new steps clash with a ready singleton: write each on its own, so the
             # others are not held back, and retry the clashing ones as if they had raised.
@@ -417,10 +415,10 @@ class WorkerPool:
         completion: Completion,
     ) -> _Written:
         try:
-            return _transact(connection, lambda c: self._write(c, worker_id, [completion]))
+            return transact(connection, lambda c: self._write(c, worker_id, [completion]))
         except SingletonExists as clash:
             retry = runner.as_error(completion, clash)
-            return _transact(connection, lambda c: self._write(c, worker_id, [retry]))
+            return transact(connection, lambda c: self._write(c, worker_id, [retry]))
 
     def _complete_in_step_transaction(
         self,
@@ -533,7 +531,7 @@ class WorkerPool:
         def extend(conn: sa.Connection) -> int:
             return self._q.extend_leases(conn, workers, utcnow() + self.settings.lease)
 
-        _transact(connection, extend)
+        transact(connection, extend)
 
     def _heartbeat(self, workers_done: threading.Event) -> None:
         interval = self.settings.heartbeat_interval
@@ -567,23 +565,6 @@ class _Written:
         self.handed.extend(other.handed)
         for queue, count in other.outcomes.items():
             self.outcomes[queue] = self.outcomes.get(queue, 0) + count
-
-
-T = TypeVar("T")
-TRANSIENT_ATTEMPTS = 6
-
-
-def _transact(connection: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
-    """Run ``work`` in a transaction, running it again after a deadlock or a busy database."""
-    for attempt in range(TRANSIENT_ATTEMPTS):
-        try:
-            with connection.begin():
-                return work(connection)
-        except exc.DBAPIError as error:
-            if attempt + 1 == TRANSIENT_ATTEMPTS or not is_transient(error):
-                raise
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))
-    raise AssertionError("unreachable")
 
 
 def _discard(connection: sa.Connection | None) -> sa.Connection | None:

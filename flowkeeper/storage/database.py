@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import sqlite3
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -257,3 +258,20 @@ def _is_connect_failure(error: exc.OperationalError) -> bool:
 
 def _first_line(error: BaseException | None) -> str:
     return str(error).strip().splitlines()[0] if error is not None and str(error) else "error"
+
+
+T = TypeVar("T")
+TRANSIENT_ATTEMPTS = 6
+
+
+def transact(connection: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
+    """Run ``work`` in a transaction, running it again after a deadlock or a busy database."""
+    for attempt in range(TRANSIENT_ATTEMPTS):
+        try:
+            with connection.begin():
+                return work(connection)
+        except exc.DBAPIError as error:
+            if attempt + 1 == TRANSIENT_ATTEMPTS or not is_transient(error):
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+    raise AssertionError("unreachable")
