@@ -346,7 +346,8 @@ def latency(
     workers: int = 8,
     progress: Progress | None = None,
 ) -> Result:
-    """Steps added one at a time at ``rate`` per second; time from add to start."""
+    """Steps added one at a time at ``rate`` per second by another process, as an application
+    would add them; time from the add to the start of the step's execution."""
     engine = fresh_engine(url)
     register_bench_steps(engine)
     total = int(rate * seconds)
@@ -355,15 +356,16 @@ def latency(
     )
     runner.start()
     time.sleep(0.5)  # let the pool start and its LISTEN connection open
-    started = time.perf_counter()
-    for i in range(total):
-        target = started + i / rate
-        pause = target - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        engine.add_step(fk.Step(f"{PREFIX}noop"))
-        if progress is not None and i % 50 == 0:
-            progress(i, total)
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "flowkeeper.bench.producer", url, str(rate), str(total)]
+    )
+    while producer.poll() is None:
+        if progress is not None:
+            progress(engine.stats.executed, total)
+        time.sleep(0.2)
+    if producer.returncode != 0:
+        engine.stop()
+        raise RuntimeError(f"the benchmark's producer process failed with {producer.returncode}")
     deadline = time.perf_counter() + 60
     while engine.count()["done"] < total and time.perf_counter() < deadline:
         time.sleep(0.05)

@@ -144,7 +144,7 @@ class WorkerPool:
     def stop(self) -> None:
         """Ask every worker to finish its current step, record it and release the rest."""
         self._stopping.set()
-        self._waker.wake()
+        self._waker.wake(everyone=True)
         if self.listener is not None:
             self.listener.stop()
 
@@ -265,6 +265,8 @@ class WorkerPool:
                     )
                     continue
                 backoff = MIN_POLL_INTERVAL
+                if len(rows) == limit:
+                    self._waker.wake()  # there may be more: let the next idle worker look
                 try:
                     limit = self._run_batch(connection, runner, worker_id, rows)
                 except exc.DBAPIError as error:
@@ -295,7 +297,7 @@ class WorkerPool:
                 self._idle.discard(index)
             if self._until_idle and len(self._idle) == self.settings.workers:
                 self._stopping.set()
-                self._waker.wake()
+                self._waker.wake(everyone=True)
                 return True
         return False
 

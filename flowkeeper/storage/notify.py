@@ -24,20 +24,25 @@ def notify(connection: sa.Connection) -> None:
 
 
 class Waker:
-    """A generation counter idle workers wait on; :meth:`wake` wakes them all.
+    """A generation counter idle workers wait on.
 
     A worker reads :attr:`generation` before it looks for work and waits only if nothing
-    happened since, so a wake-up between the look and the wait is never lost.
+    happened since, so a wake-up between the look and the wait is never lost. New work wakes
+    one worker (a worker whose claim came back full wakes the next), so one added step does
+    not send every idle worker to the database at once; stopping wakes them all.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self.generation = 0
 
-    def wake(self) -> None:
+    def wake(self, everyone: bool = False) -> None:
         with self._condition:
             self.generation += 1
-            self._condition.notify_all()
+            if everyone:
+                self._condition.notify_all()
+            else:
+                self._condition.notify()
 
     def wait(self, seen: int, timeout: float) -> None:
         with self._condition:
