@@ -69,9 +69,13 @@ _READY = steps_ready.name
 _CLAIMED = ", ".join(CLAIMED_COLUMNS)
 
 
-def _text(value: str | None) -> str | None:
+def _text(value: object) -> str | None:
     """Description text every database stores (as :class:`.types.StorableText` writes it)."""
-    if value is None or (value.isascii() and "\x00" not in value):
+    if value is None:
+        return None
+    if not isinstance(value, str):  # an implementation's step.fail(42), say
+        value = str(value)
+    if value.isascii() and "\x00" not in value:
         return value
     return storable(value)
 
