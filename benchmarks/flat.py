@@ -27,15 +27,16 @@ def fill(url: str, rows: int) -> None:
             "INSERT INTO fk_steps_done (id, name, singleton, flow_id, state, execution_count, "
             "run_at, created_at, execution_started_at, execution_duration_ms, executed_by) "
             "SELECT 10000000000 + g, 'bench/old', false, 'old', 'null', 1, "
-            "now() - interval '1 day', now() - interval '1 day', now() - interval '1 day', 0, "
-            "'fill' FROM generate_series(1, %(n)s) g",
+            "now() AT TIME ZONE 'UTC' - interval '1 day', now() AT TIME ZONE 'UTC' - interval "
+            "'1 day', now() AT TIME ZONE 'UTC' - interval '1 day', 0, 'fill' "
+            "FROM generate_series(1, %(n)s) g",
             {"n": rows},
         )
         connection.exec_driver_sql(
             "INSERT INTO fk_steps_ready (name, singleton, flow_id, state, execution_count, "
             "run_at, available_at, created_at) SELECT 'bench/later', false, 'later', 'null', 0, "
-            "now() + interval '30 days', now() + interval '30 days', now() "
-            "FROM generate_series(1, %(n)s) g",
+            "now() AT TIME ZONE 'UTC' + interval '30 days', now() AT TIME ZONE 'UTC' + "
+            "interval '30 days', now() AT TIME ZONE 'UTC' FROM generate_series(1, %(n)s) g",
             {"n": rows},
         )
         connection.exec_driver_sql("ANALYZE fk_steps_ready")
@@ -93,7 +94,14 @@ def main() -> None:
 
     engine = workloads.fresh_engine(args.url)
     workloads.register_bench_steps(engine)
-    workloads._add_noops(engine, args.drain, batch=5000)
+    with engine.database.begin() as connection:  # bulk: add_steps would take minutes here
+        connection.exec_driver_sql(
+            "INSERT INTO fk_steps_ready (name, singleton, flow_id, state, execution_count, "
+            "run_at, available_at, created_at) SELECT 'bench/noop', false, 'drain', 'null', 0, "
+            "now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' "
+            "FROM generate_series(1, %(n)s) g",
+            {"n": args.drain},
+        )
     before = workloads.rss_mb()
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()

@@ -149,14 +149,19 @@ def _watch(engine: fk.Engine, total: int, progress: Progress | None) -> Callable
 
 
 def _run_timed(
-    engine: fk.Engine, workers: int, batch: int, total: int, progress: Progress | None
+    engine: fk.Engine,
+    workers: int,
+    batch: int,
+    total: int,
+    progress: Progress | None,
+    waiting: Callable[[], bool] = lambda: False,
 ) -> float:
+    """Seconds for ``workers`` to run everything due, and again while ``waiting()`` says so."""
     stop_watch = _watch(engine, total, progress)
     started = time.perf_counter()
-    # until_idle returns when nothing is due now; a join waiting a few ms is not finished.
     while True:
         engine.run(workers=workers, until_idle=True, batch_size=batch, handle_signals=False)
-        if not engine.count()["ready"]:
+        if not waiting():
             break
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
@@ -286,7 +291,11 @@ def fanout(
     engine = fresh_engine(url)
     register_bench_steps(engine)
     engine.add_step(fk.Step(f"{PREFIX}fanout", {"width": width}))
-    seconds = _run_timed(engine, workers, batch_size, width + 2, progress)
+    # until_idle returns when nothing is due now: a join waiting a few ms is not finished.
+    join = fk.Search(name=f"{PREFIX}join")
+    seconds = _run_timed(
+        engine, workers, batch_size, width + 2, progress, lambda: engine.count(join)["ready"] > 0
+    )
     counts = engine.count()
     if counts["ready"] or counts["failed"]:
         raise RuntimeError(f"fan-out did not finish cleanly: {counts}")
