@@ -185,7 +185,7 @@ def drain(
         seconds = _drain_in_processes(url, workers, batch_size, processes)
     else:
         seconds = _run_timed(engine, workers, batch_size, n, progress)
-    executed = engine.count()["done"]
+    executed = engine.count(fk.Search(name=f"{PREFIX}noop"))["done"]
     ceiling = _ceiling(engine, n, workers * processes, batch_size)
     result = Result(
         "drain",
@@ -253,7 +253,7 @@ def chain(
     total = flows * length
     engine.add_steps(*[fk.Step(f"{PREFIX}chain", {"left": length}) for _ in range(flows)])
     seconds = _run_timed(engine, workers, batch_size, total, progress)
-    executed = engine.count()["done"]
+    executed = engine.count(fk.Search(name=f"{PREFIX}chain"))["done"]
 
     def seed(e: fk.Engine) -> None:
         e.add_steps(*[fk.Step(f"{PREFIX}chain", {"left": length}) for _ in range(flows)])

@@ -17,11 +17,13 @@ Every method takes and returns the same column dictionaries as :class:`StepQueri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
@@ -122,12 +124,15 @@ class PostgresHotPath(HotPath):
 
     def __init__(self, queries: StepQueries) -> None:
         super().__init__(queries)
+        # The due rows are picked once, in a materialised CTE: a subquery under IN may be
+        # run again by some plans and lock more rows than the limit.
         self._claim_sql = (
-            f"UPDATE {_READY} SET locked_by = %(worker)s, locked_until = %(until)s, "
-            "available_at = %(until)s, execution_count = execution_count + 1 "
-            f"WHERE id IN (SELECT id FROM {_READY} WHERE available_at <= %(now)s "
+            f"WITH due AS MATERIALIZED (SELECT id FROM {_READY} WHERE available_at <= %(now)s "
             "ORDER BY available_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_CLAIMED}"
+            f"UPDATE {_READY} r SET locked_by = %(worker)s, locked_until = %(until)s, "
+            "available_at = %(until)s, execution_count = r.execution_count + 1 "
+            "FROM due WHERE r.id = due.id "
+            f"RETURNING {', '.join('r.' + c for c in CLAIMED_COLUMNS)}"
         )
         kept = [c for c in STEP_COLUMNS if c not in _OUTCOME_COLUMNS]
         moved = ", ".join(f"r.{c}" for c in kept)
@@ -183,7 +188,7 @@ class PostgresHotPath(HotPath):
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
     ) -> list[Row]:
         params = {"worker": worker, "until": _naive(until), "now": _naive(now), "limit": limit}
-        with _driver(connection).cursor() as cursor:
+        with _cursor(connection) as cursor:
             # A claim lost in a crash only means its steps run again, which at-least-once
             # allows; so its commit need not wait for the disk. Outcomes still do, and their
             # commit flushes the claim's record too.
@@ -206,7 +211,7 @@ class PostgresHotPath(HotPath):
         }
         if queue == "failed":
             params["description"] = [_text(r["description"]) for r in rows]
-        with _driver(connection).cursor() as cursor:
+        with _cursor(connection) as cursor:
             cursor.execute(self._finish_sql[queue], params)
             return {values[0] for values in cursor.fetchall()}
 
@@ -225,7 +230,7 @@ class PostgresHotPath(HotPath):
             "ms": [c["execution_duration_ms"] for c in changes],
             "worker": worker,
         }
-        with _driver(connection).cursor() as cursor:
+        with _cursor(connection) as cursor:
             cursor.execute(self._reschedule_sql, params)
             return {values[0] for values in cursor.fetchall()}
 
@@ -233,7 +238,7 @@ class PostgresHotPath(HotPath):
         if not rows:
             return []
         params = {c: _literal(c, [r[c] for r in rows]) for c in NEW_COLUMNS}
-        with _driver(connection).cursor() as cursor:
+        with _cursor(connection) as cursor:
             cursor.execute(self._add_sql, params)
             returned = cursor.fetchall()
         leased = [_claimed(values[:-1]) for values in returned if values[-1] is not None]
@@ -274,14 +279,11 @@ class SqliteHotPath(HotPath):
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
     ) -> list[Row]:
         lease_end = _sqlite_time(until)
-        cursor = _driver(connection).cursor()
-        try:
+        with _cursor(connection) as cursor:
             cursor.execute(
                 self._claim_sql, (worker, lease_end, lease_end, _sqlite_time(now), limit)
             )
             rows = [_claimed(values, parse_time=True) for values in cursor.fetchall()]
-        finally:
-            cursor.close()
         rows.sort(key=_by_id)
         return rows
 
@@ -297,8 +299,7 @@ class SqliteHotPath(HotPath):
     ) -> set[int]:
         if not rows:
             return set()
-        cursor = _driver(connection).cursor()
-        try:
+        with _cursor(connection) as cursor:
             held = self._held(cursor, worker, [r["id"] for r in rows])
             if held:
                 cursor.executemany(
@@ -317,8 +318,6 @@ class SqliteHotPath(HotPath):
                 )
                 marks = ", ".join("?" * len(held))
                 cursor.execute(f"DELETE FROM {_READY} WHERE id IN ({marks})", tuple(held))
-        finally:
-            cursor.close()
         return held
 
     def reschedule(
@@ -326,8 +325,7 @@ class SqliteHotPath(HotPath):
     ) -> set[int]:
         if not changes:
             return set()
-        cursor = _driver(connection).cursor()
-        try:
+        with _cursor(connection) as cursor:
             held = self._held(cursor, worker, [c["step_id"] for c in changes])
             cursor.executemany(
                 self._reschedule_sql,
@@ -347,8 +345,6 @@ class SqliteHotPath(HotPath):
                     if c["step_id"] in held
                 ],
             )
-        finally:
-            cursor.close()
         return held
 
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
@@ -360,8 +356,7 @@ class SqliteHotPath(HotPath):
             for r in rows
         ]
         leased: list[Row] = []
-        cursor = _driver(connection).cursor()
-        try:
+        with _cursor(connection) as cursor:
             unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
             if unleased:
                 cursor.executemany(self._add_sql, unleased)
@@ -369,8 +364,6 @@ class SqliteHotPath(HotPath):
                 if row["locked_by"] is not None:
                     cursor.execute(self._add_leased_sql, value)
                     leased.append(_claimed(cursor.fetchone(), parse_time=True))
-        finally:
-            cursor.close()
         return leased
 
 
@@ -416,8 +409,21 @@ def _array(values: Iterable[object]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _driver(connection: sa.Connection) -> Any:
-    return connection.connection.driver_connection
+@contextmanager
+def _cursor(connection: sa.Connection) -> Iterator[Any]:
+    """A cursor on the driver's connection whose errors reach callers as SQLAlchemy's own
+    (``DBAPIError`` subclasses), so deadlocks are retried and broken connections replaced just
+    as on every other path."""
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            None, None, error, dbapi.Error, dialect=connection.dialect
+        ) from error
+    finally:
+        cursor.close()
 
 
 def _naive(value: datetime | None) -> datetime | None:
