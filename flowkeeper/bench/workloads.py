@@ -53,6 +53,35 @@ class Result:
         return {**asdict(self), "ratio": self.ratio}
 
 
+def _finish(
+    engine: fk.Engine,
+    workload: str,
+    steps: int,
+    seconds: float,
+    ceiling: float | None,
+    workers: int,
+    batch_size: int,
+    processes: int = 1,
+    **extra: Any,
+) -> Result:
+    """The workload's result, with the database's durability settings; closes the engine."""
+    result = Result(
+        workload,
+        engine.kind,
+        durability(engine),
+        steps,
+        seconds,
+        steps / seconds,
+        ceiling,
+        workers,
+        processes,
+        batch_size,
+        extra,
+    )
+    engine.close()
+    return result
+
+
 def durability(engine: fk.Engine) -> str:
     """The settings that decide what a commit costs, as the database reports them."""
     with engine.database.connect() as connection:
@@ -187,20 +216,9 @@ def drain(
         seconds = _run_timed(engine, workers, batch_size, n, progress)
     executed = engine.count(fk.Search(name=f"{PREFIX}noop"))["done"]
     ceiling = _ceiling(engine, n, workers * processes, batch_size)
-    result = Result(
-        "drain",
-        engine.kind,
-        durability(engine),
-        executed,
-        seconds,
-        executed / seconds,
-        ceiling,
-        workers,
-        processes,
-        batch_size,
+    return _finish(
+        engine, "drain", executed, seconds, ceiling, workers, batch_size, processes=processes
     )
-    engine.close()
-    return result
 
 
 def _ceiling(
@@ -263,21 +281,9 @@ def chain(
         return None if left <= 1 else json.dumps({"left": left - 1})
 
     ceiling = _ceiling(engine, total, workers, batch_size, seed, spawn, total)
-    result = Result(
-        "chain",
-        engine.kind,
-        durability(engine),
-        executed,
-        seconds,
-        executed / seconds,
-        ceiling,
-        workers,
-        1,
-        batch_size,
-        {"flows": flows, "length": length},
+    return _finish(
+        engine, "chain", executed, seconds, ceiling, workers, batch_size, flows=flows, length=length
     )
-    engine.close()
-    return result
 
 
 def fanout(
@@ -301,21 +307,7 @@ def fanout(
         raise RuntimeError(f"fan-out did not finish cleanly: {counts}")
     steps = counts["done"]
     ceiling = _ceiling(engine, width, workers, batch_size)
-    result = Result(
-        "fanout",
-        engine.kind,
-        durability(engine),
-        steps,
-        seconds,
-        steps / seconds,
-        ceiling,
-        workers,
-        1,
-        batch_size,
-        {"width": width},
-    )
-    engine.close()
-    return result
+    return _finish(engine, "fanout", steps, seconds, ceiling, workers, batch_size, width=width)
 
 
 def add(
@@ -332,20 +324,7 @@ def add(
     with engine.database.begin() as connection:
         connection.execute(steps_ready.delete())
     ceiling_seconds = bare_insert(engine.database, n, batch_size)
-    result = Result(
-        "add",
-        engine.kind,
-        durability(engine),
-        n,
-        seconds,
-        n / seconds,
-        n / ceiling_seconds,
-        0,
-        1,
-        batch_size,
-    )
-    engine.close()
-    return result
+    return _finish(engine, "add", n, seconds, n / ceiling_seconds, 0, batch_size)
 
 
 def latency(
@@ -389,27 +368,20 @@ def latency(
         if r.execution_started_at is not None
     )
     quantiles = statistics.quantiles(delays, n=100) if len(delays) > 1 else delays * 99
-    result = Result(
+    return _finish(
+        engine,
         "latency",
-        engine.kind,
-        durability(engine),
         len(rows),
         seconds,
-        len(rows) / seconds,
         None,
         workers,
-        1,
         0,
-        {
-            "target_rate": rate,
-            "p50_ms": round(quantiles[49], 2),
-            "p95_ms": round(quantiles[94], 2),
-            "p99_ms": round(quantiles[98], 2),
-            "max_ms": round(delays[-1], 2) if delays else None,
-        },
+        target_rate=rate,
+        p50_ms=round(quantiles[49], 2),
+        p95_ms=round(quantiles[94], 2),
+        p99_ms=round(quantiles[98], 2),
+        max_ms=round(delays[-1], 2) if delays else None,
     )
-    engine.close()
-    return result
 
 
 WORKLOADS = {"drain": drain, "chain": chain, "fanout": fanout, "add": add, "latency": latency}

@@ -27,7 +27,7 @@ from sqlalchemy import exc
 
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
-from flowkeeper.storage.types import storable
+from flowkeeper.storage.types import storable_text
 
 CLAIMED_COLUMNS = (
     "id",
@@ -69,17 +69,6 @@ NEW_COLUMNS = (
 _TIMES = frozenset({"run_at", "available_at", "created_at", "locked_until"})
 _READY = steps_ready.name
 _CLAIMED = ", ".join(CLAIMED_COLUMNS)
-
-
-def _text(value: object) -> str | None:
-    """Description text every database stores (as :class:`.types.StorableText` writes it)."""
-    if value is None:
-        return None
-    if not isinstance(value, str):  # an implementation's step.fail(42), say
-        value = str(value)
-    if value.isascii() and "\x00" not in value:
-        return value
-    return storable(value)
 
 
 class HotPath:
@@ -210,7 +199,7 @@ class PostgresHotPath(HotPath):
             "worker": worker,
         }
         if queue == "failed":
-            params["description"] = [_text(r["description"]) for r in rows]
+            params["description"] = [storable_text(r["description"]) for r in rows]
         with _cursor(connection) as cursor:
             cursor.execute(self._finish_sql[queue], params)
             return {values[0] for values in cursor.fetchall()}
@@ -224,7 +213,7 @@ class PostgresHotPath(HotPath):
             "ids": [c["step_id"] for c in changes],
             "state": [c["state"] for c in changes],
             "run_at": [_naive(c["run_at"]) for c in changes],
-            "description": [_text(c["description"]) for c in changes],
+            "description": [storable_text(c["description"]) for c in changes],
             "count": [c["execution_count"] for c in changes],
             "started": [_naive(c["execution_started_at"]) for c in changes],
             "ms": [c["execution_duration_ms"] for c in changes],
@@ -308,7 +297,7 @@ class SqliteHotPath(HotPath):
                         (
                             _sqlite_time(r["execution_started_at"]),
                             r["execution_duration_ms"],
-                            _text(r["description"]),
+                            storable_text(r["description"]),
                             worker,
                             r["id"],
                         )
@@ -334,7 +323,7 @@ class SqliteHotPath(HotPath):
                         c["state"],
                         _sqlite_time(c["run_at"]),
                         _sqlite_time(c["run_at"]),
-                        _text(c["description"]),
+                        storable_text(c["description"]),
                         c["execution_count"],
                         _sqlite_time(c["execution_started_at"]),
                         c["execution_duration_ms"],
@@ -350,7 +339,11 @@ class SqliteHotPath(HotPath):
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         values = [
             tuple(
-                _sqlite_time(r[c]) if c in _TIMES else _text(r[c]) if c == "description" else r[c]
+                _sqlite_time(r[c])
+                if c in _TIMES
+                else storable_text(r[c])
+                if c == "description"
+                else r[c]
                 for c in NEW_COLUMNS
             )
             for r in rows
@@ -399,7 +392,7 @@ def _quoted(value: str | None) -> str:
     """One text element of an array literal: NULL, or double-quoted with \\ and \" escaped."""
     if value is None:
         return "NULL"
-    text = _text(value)
+    text = storable_text(value)
     assert text is not None
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

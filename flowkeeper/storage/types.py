@@ -72,14 +72,19 @@ class StorableText(TypeDecorator[str]):
         # Not through dialect.type_descriptor, which makes psycopg's Text a VARCHAR.
         return mysql.LONGTEXT() if dialect.name in ("mysql", "mariadb") else Text()
 
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):  # an implementation's step.fail(42), say
-            value = str(value)
-        if value.isascii() and "\x00" not in value:
-            return value
-        return storable(value)
+    def process_bind_param(self, value: object, dialect: Dialect) -> str | None:
+        return storable_text(value)
+
+
+def storable_text(value: object) -> str | None:
+    """``value`` as text any database stores (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):  # an implementation's step.fail(42), say
+        value = str(value)
+    if value.isascii() and "\x00" not in value:
+        return value
+    return storable(value)
 
 
 def storable(text: str) -> str:
