@@ -144,7 +144,7 @@ class WorkerPool:
     def stop(self) -> None:
         """Ask every worker to finish its current step, record it and release the rest."""
         self._stopping.set()
-        self._waker.wake(everyone=True)
+        self._waker.wake()
         if self.listener is not None:
             self.listener.stop()
 
@@ -172,7 +172,7 @@ class WorkerPool:
                 threading.Thread(target=self._keep_house, name="flowkeeper-housekeeping")
             )
         if self._database.dialect.name == "postgresql":
-            self.listener = notify_mod.Listener(self._database, self._waker.wake)
+            self.listener = notify_mod.Listener(self._database, self._waker.wake_one)
             helpers.append(threading.Thread(target=self.listener.run, name="flowkeeper-listen"))
         with self._signals_stop_pool(handle_signals):
             for thread in threads + helpers:
@@ -266,7 +266,7 @@ class WorkerPool:
                     continue
                 backoff = MIN_POLL_INTERVAL
                 if len(rows) == limit:
-                    self._waker.wake()  # there may be more: let the next idle worker look
+                    self._waker.wake_one()  # there may be more: let the next idle worker look
                 try:
                     limit = self._run_batch(connection, runner, worker_id, rows)
                 except exc.DBAPIError as error:
@@ -297,7 +297,7 @@ class WorkerPool:
                 self._idle.discard(index)
             if self._until_idle and len(self._idle) == self.settings.workers:
                 self._stopping.set()
-                self._waker.wake(everyone=True)
+                self._waker.wake()
                 return True
         return False
 

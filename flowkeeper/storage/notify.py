@@ -27,22 +27,26 @@ class Waker:
     """A generation counter idle workers wait on.
 
     A worker reads :attr:`generation` before it looks for work and waits only if nothing
-    happened since, so a wake-up between the look and the wait is never lost. New work wakes
-    one worker (a worker whose claim came back full wakes the next), so one added step does
-    not send every idle worker to the database at once; stopping wakes them all.
+    happened since, so a wake-up between the look and the wait is never lost. :meth:`wake`
+    wakes every idle worker, or with ``everyone=False`` one of them: PostgreSQL's NOTIFY for a
+    new step wakes one (and a worker whose claim comes back full wakes the next), so one added
+    step does not send every idle worker to the database at once.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self.generation = 0
 
-    def wake(self, everyone: bool = False) -> None:
+    def wake(self, everyone: bool = True) -> None:
         with self._condition:
             self.generation += 1
             if everyone:
                 self._condition.notify_all()
             else:
                 self._condition.notify()
+
+    def wake_one(self) -> None:
+        self.wake(everyone=False)
 
     def wait(self, seen: int, timeout: float) -> None:
         with self._condition:
