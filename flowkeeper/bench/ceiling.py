@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flowkeeper.storage.database import kind_of, transact
 from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
 from flowkeeper.storage.step_queries import StepQueries
-from flowkeeper.storage.tables import STEP_COLUMNS, steps_done, steps_ready
+from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
 
 _INSERT_COLUMNS = [c for c in STEP_COLUMNS if c != "id"] + ["available_at"]
 
@@ -40,41 +40,13 @@ def _driver_connection(database: sa.Engine) -> Any:
 
 
 class _Dialect:
-    """The handful of statements, written out for one database's driver."""
+    """The insert the ``add`` ceiling runs, written out for one database's driver."""
 
     def __init__(self, dialect_name: str) -> None:
-        kind = "mysql" if dialect_name == "mariadb" else dialect_name
-        self.kind = kind
-        p = "?" if kind == "sqlite" else "%s"
-        self.param = p
-        ready, done = steps_ready.name, steps_done.name
-        self.begin_sql = "BEGIN IMMEDIATE"
-        if kind == "postgresql":
-            self.claim = (
-                f"UPDATE {ready} SET locked_by = {p}, locked_until = {p}, available_at = {p}, "
-                f"execution_count = execution_count + 1 WHERE id IN (SELECT id FROM {ready} "
-                f"WHERE available_at <= {p} ORDER BY available_at LIMIT {p} "
-                f"FOR UPDATE SKIP LOCKED) RETURNING *"
-            )
-        elif kind == "sqlite":
-            self.claim = (
-                f"UPDATE {ready} SET locked_by = {p}, locked_until = {p}, available_at = {p}, "
-                f"execution_count = execution_count + 1 WHERE id IN (SELECT id FROM {ready} "
-                f"WHERE available_at <= {p} ORDER BY available_at LIMIT {p}) RETURNING *"
-            )
-        else:
-            self.claim = (
-                f"SELECT * FROM {ready} WHERE available_at <= {p} ORDER BY available_at "
-                f"LIMIT {p} FOR UPDATE SKIP LOCKED"
-            )
-        self.delete = f"DELETE FROM {ready} WHERE id IN ({{ids}}) AND locked_by = {p}"
-        columns = ", ".join(STEP_COLUMNS)
-        self.insert_done = (
-            f"INSERT INTO {done} ({columns}) VALUES ({', '.join([p] * len(STEP_COLUMNS))})"
-        )
+        self.kind = "mysql" if dialect_name == "mariadb" else dialect_name
+        marks = ", ".join(["?" if self.kind == "sqlite" else "%s"] * len(_INSERT_COLUMNS))
         self.insert_ready = (
-            f"INSERT INTO {ready} ({', '.join(_INSERT_COLUMNS)}) "
-            f"VALUES ({', '.join([p] * len(_INSERT_COLUMNS))})"
+            f"INSERT INTO {steps_ready.name} ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks})"
         )
 
     def time(self, value: datetime) -> Any:
@@ -83,7 +55,7 @@ class _Dialect:
 
     def begin(self, cursor: Any) -> None:
         if self.kind == "sqlite":  # the others open a transaction with the first statement
-            cursor.execute(self.begin_sql)
+            cursor.execute("BEGIN IMMEDIATE")
 
     def commit(self, connection: Any, cursor: Any) -> None:
         if self.kind == "sqlite":

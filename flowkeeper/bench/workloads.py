@@ -384,9 +384,6 @@ def latency(
     )
 
 
-WORKLOADS = {"drain": drain, "chain": chain, "fanout": fanout, "add": add, "latency": latency}
-
-
 def rss_mb() -> float:
     """This process's resident memory now, in MiB."""
     with open(f"/proc/{os.getpid()}/statm") as statm:

@@ -25,8 +25,6 @@ _c = steps_ready.c
 
 LIKE_ESCAPE = "/"
 
-READY_ONLY_COLUMNS = ("singleton_key", "locked_by", "locked_until", "available_at")
-
 
 class StepQueries:
     """Named statements over the step queues for one kind of database."""
@@ -283,11 +281,6 @@ class StepQueries:
         except exc.IntegrityError:
             pass  # another transaction created it first: wait for it like everyone else
         connection.execute(query).first()
-
-    def next_run_at(self, connection: sa.Connection) -> datetime | None:
-        """When the earliest ready step becomes claimable (None: the ready queue is empty)."""
-        value: datetime | None = connection.execute(select(func.min(_c.available_at))).scalar()
-        return value
 
 
 def finished_row(row: Mapping[str, Any]) -> Row:
