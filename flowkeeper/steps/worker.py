@@ -468,9 +468,9 @@ class WorkerPool:
     ) -> _Written:
         """Record outcomes of the steps this worker still holds, with the steps they add.
 
-        Up to ``room`` new steps that are due now and implemented here are added already
-        leased to this worker, which runs them next without claiming them: a chain costs one
-        transaction per link, not two.
+        Up to ``room`` new steps that are due now and implemented here, one per completed
+        step, are added already leased to this worker, which runs them next without claiming
+        them: a chain costs one transaction per link, not two.
         """
         held: set[int] = set()
         for queue in ("done", "failed"):
@@ -491,10 +491,19 @@ class WorkerPool:
         if new_rows:
             until = now + self.settings.lease
             plain = [r for r in new_rows if r["singleton_key"] is None]
+            parents_handing: set[int] = set()
             for row in plain:
                 if room <= 0:
                     break
-                if row["run_at"] <= now and row["name"] in self._registry:
+                parent = row["created_by_step_id"]
+                # One child per parent: a chain's next link stays here, while a fan-out's
+                # other children go to the queue, for every idle worker to share.
+                if (
+                    parent not in parents_handing
+                    and row["run_at"] <= now
+                    and row["name"] in self._registry
+                ):
+                    parents_handing.add(parent)
                     row.update(
                         locked_by=worker_id,
                         locked_until=until,

@@ -868,3 +868,27 @@ def test_children_added_by_a_worker_keep_every_character(engine: fk.Engine) -> N
     assert [c.description for c in children[:-1]] == NASTY_TEXT
     assert children[-1].state is None
     assert children[-1].correlation_id == 'c"1\\'
+
+
+def test_a_fan_out_is_shared_among_workers_not_handed_to_one(engine: fk.Engine) -> None:
+    ran_by: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    @engine.step("fan")
+    def fan(step: fk.StepContext) -> fk.Outcome:
+        return step.done(*(fk.Step("branch", i) for i in range(8)))
+
+    @engine.step("branch")
+    def branch(step: fk.StepContext) -> None:
+        with lock:
+            ran_by[threading.current_thread().name] += 1
+        time.sleep(0.2)
+
+    engine.add_step(fk.Step("fan"))
+    started = time.monotonic()
+    engine.run(workers=8, until_idle=True, handle_signals=False, max_poll_interval=0.05)
+    elapsed = time.monotonic() - started
+
+    assert engine.count() == {"ready": 0, "done": 9, "failed": 0}
+    assert len(ran_by) >= 4, ran_by
+    assert elapsed < 1.2  # eight 0.2 s steps one after the other would take 1.6 s
