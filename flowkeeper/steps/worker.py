@@ -45,7 +45,7 @@ HOUSEKEEPING_INTERVAL = 300.0
 """Seconds between two prunings of old steps by a pool whose engine has a retention."""
 TARGET_BATCH_SECONDS = 0.25
 """Claim about this much work at a time, so slow steps are not hoarded by one worker."""
-OVERRUN_FACTOR = 2
+OVERRUN_FACTOR = 1
 """A batch running this many times longer than planned gives its unstarted steps back."""
 
 

@@ -784,7 +784,7 @@ def test_a_batch_that_turns_out_slow_gives_back_what_it_has_not_started(
         time.sleep(0.3)
 
     # After the quick warm-up the worker claims all five slow steps in one batch; planned
-    # for 0.25 s, the batch gives back what it has not started once it runs past 0.5 s.
+    # for 0.25 s, the batch gives back what it has not started once it runs past that.
     ids = claimed_in_one_batch(engine, "slow", 5)
     engine.run(workers=1, until_idle=True, handle_signals=False)
 
