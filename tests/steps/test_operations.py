@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 import flowkeeper as fk
+from tests.concurrency import run_together
 
 UNICODE_STATE = {
     "text": 'Grüße, 你好, 😀, "quoted" and \\ backslash',
@@ -233,24 +234,7 @@ def test_a_singleton_can_be_added_again_once_the_first_left_ready(engine: fk.Eng
 def test_concurrent_singletons_exactly_one_wins(engine: fk.Engine) -> None:
     engine.count()  # check the schema once, outside the race
     threads = 8
-    barrier = threading.Barrier(threads)
-    outcomes: list[object] = []
-    lock = threading.Lock()
-
-    def add() -> None:
-        barrier.wait()
-        try:
-            result: object = engine.add_step(fk.Step("only-one", singleton=True))
-        except Exception as error:
-            result = error
-        with lock:
-            outcomes.append(result)
-
-    workers = [threading.Thread(target=add) for _ in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
+    outcomes = run_together(lambda: engine.add_step(fk.Step("only-one", singleton=True)), threads)
     winners = [o for o in outcomes if isinstance(o, int)]
     losers = [o for o in outcomes if isinstance(o, fk.SingletonExists)]
     assert len(winners) == 1, outcomes
@@ -426,23 +410,10 @@ def test_add_step_if_absent_with_a_singleton(engine: fk.Engine) -> None:
 def test_concurrent_add_step_if_absent_adds_one(engine: fk.Engine) -> None:
     engine.count()
     threads = 6
-    barrier = threading.Barrier(threads)
-    results: list[object] = []
-
-    def add() -> None:
-        barrier.wait()
-        try:
-            results.append(
-                engine.add_step_if_absent(fk.Step("once", search_key="k"), fk.Search(name="once"))
-            )
-        except Exception as error:
-            results.append(error)
-
-    workers = [threading.Thread(target=add) for _ in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
+    results = run_together(
+        lambda: engine.add_step_if_absent(fk.Step("once", search_key="k"), fk.Search(name="once")),
+        threads,
+    )
     assert sum(isinstance(r, int) for r in results) == 1, results
     assert results.count(None) == threads - 1, results
     assert engine.count()["ready"] == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ import flowkeeper as fk
 from flowkeeper.storage import migrate
 from flowkeeper.storage.migrate import HEAD_REVISION, KNOWN_REVISIONS, VERSION_TABLE
 from flowkeeper.storage.tables import metadata, steps_ready
+from tests.concurrency import run_together
 
 STEP_TABLES = {"fk_steps_ready", "fk_steps_done", "fk_steps_failed"}
 
@@ -176,22 +176,12 @@ def test_the_applications_own_alembic_table_is_left_alone(empty_db_url: str) -> 
 
 def test_concurrent_migrations_from_threads_all_succeed(empty_db_url: str) -> None:
     count = 4
-    barrier = threading.Barrier(count)
-    results: list[object] = []
 
-    def run() -> None:
+    def migrate() -> object:
         with fk.Engine(empty_db_url) as engine:
-            barrier.wait()
-            try:
-                results.append(engine.migrate())
-            except Exception as error:
-                results.append(error)
+            return engine.migrate()
 
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_together(migrate, count)
     assert sorted(results, key=repr) == sorted(
         [(None, HEAD_REVISION)] + [(HEAD_REVISION, HEAD_REVISION)] * (count - 1), key=repr
     )
