@@ -82,3 +82,67 @@ class FailStep(FlowkeeperError):
         super().__init__(description or "step failed")
         self.description = description
         self.new_steps = tuple(new_steps)
+
+
+class SchemeError(InvalidArgument):
+    """A scheme is malformed; ``errors`` lists every problem found, each naming its element.
+
+    >>> err = SchemeError(["transition 'A_B': unknown activity 'C'"])
+    >>> err.errors
+    ["transition 'A_B': unknown activity 'C'"]
+    """
+
+    def __init__(self, errors: Sequence[str], *, source: str | None = None) -> None:
+        self.errors = list(errors)
+        self.source = source
+        where = f"scheme {source}" if source else "scheme"
+        if len(self.errors) == 1:
+            message = f"{where} is invalid: {self.errors[0]}"
+        else:
+            lines = "\n".join(f"  - {error}" for error in self.errors)
+            message = f"{where} is invalid ({len(self.errors)} problems):\n{lines}"
+        super().__init__(message)
+
+
+class ExpressionError(InvalidArgument):
+    """An expression cannot be parsed or evaluated (the message says where and why)."""
+
+
+class SchemeNotFound(FlowkeeperError, LookupError):
+    """No scheme has the given name (or no such version of it)."""
+
+
+class ProcessNotFound(FlowkeeperError, LookupError):
+    """No process instance has the given id."""
+
+
+class ProcessExists(FlowkeeperError):
+    """A process instance with the given id already exists; nothing was created."""
+
+
+class CommandNotAvailable(FlowkeeperError):
+    """The command cannot be executed now by that identity (wrong activity or not permitted)."""
+
+
+class InvalidCommandParameters(InvalidArgument):
+    """A command's input parameters are missing, unknown or of the wrong type."""
+
+
+class StateNotAvailable(FlowkeeperError):
+    """The state cannot be set on that process (unknown, or not marked for setting)."""
+
+
+class ProcessFinished(FlowkeeperError):
+    """The process instance is finalized or terminated and does not move any more."""
+
+
+class ActionNotRegistered(ConfigurationError):
+    """A scheme uses an action, condition or rule that no Python code registered."""
+
+
+class EndlessLoop(FlowkeeperError):
+    """Automatic transitions kept firing past the engine's limit; nothing was written."""
+
+
+class SchemeUpdateError(FlowkeeperError):
+    """A process cannot move to the newest version of its scheme (the message says why)."""
