@@ -1,0 +1,1 @@
+"""Business processes: schemes, their formats, expressions and the process runtime."""
