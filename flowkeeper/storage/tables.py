@@ -114,3 +114,63 @@ locks = Table(
     **TABLE_KWARGS,
 )
 """Named locks: a transaction that locks a row ``FOR UPDATE`` holds the lock until it ends."""
+
+# -- business processes ----------------------------------------------------------------------
+#
+# ``tenant_id`` is never NULL ("" is the default tenant) so that it can be part of a key.
+
+schemes = Table(
+    "fk_schemes",
+    metadata,
+    Column("tenant_id", String(NAME_LENGTH), primary_key=True),
+    Column("code", String(NAME_LENGTH), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("definition", JsonText, nullable=False),
+    Column("obsolete", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    **TABLE_KWARGS,
+)
+"""Every saved version of every scheme; ``definition`` is the scheme's dict shape as JSON."""
+
+processes = Table(
+    "fk_processes",
+    metadata,
+    Column("id", String(NAME_LENGTH), primary_key=True),
+    Column("tenant_id", String(NAME_LENGTH), nullable=False),
+    Column("scheme_code", String(NAME_LENGTH), nullable=False),
+    Column("scheme_version", Integer, nullable=False),
+    Column("activity", String(NAME_LENGTH), nullable=False),
+    Column("state", String(NAME_LENGTH)),
+    Column("status", String(16), nullable=False),
+    Column("parameters", JsonText, nullable=False),
+    Column("parent_id", String(NAME_LENGTH)),
+    Column("root_id", String(NAME_LENGTH)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("row_version", Integer, nullable=False),
+    Index(None, "tenant_id", "scheme_code"),
+    Index(None, "status"),
+    Index(None, "activity"),
+    Index(None, "updated_at"),
+    **TABLE_KWARGS,
+)
+"""Process instances; ``row_version`` grows by one with every committed change."""
+
+process_history = Table(
+    "fk_process_history",
+    metadata,
+    Column("process_id", String(NAME_LENGTH), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("transition", String(NAME_LENGTH)),
+    Column("from_activity", String(NAME_LENGTH), nullable=False),
+    Column("to_activity", String(NAME_LENGTH), nullable=False),
+    Column("from_state", String(NAME_LENGTH)),
+    Column("to_state", String(NAME_LENGTH)),
+    Column("command", String(NAME_LENGTH)),
+    Column("trigger", String(16), nullable=False),
+    Column("classifier", String(16), nullable=False),
+    Column("identity", String(NAME_LENGTH)),
+    Column("at", UTCDateTime, nullable=False),
+    **TABLE_KWARGS,
+)
+"""Transitions of each process, numbered 1, 2, … per process (the key keeps numbers unique)."""
