@@ -12,6 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from flowkeeper.errors import InvalidArgument
+from flowkeeper.processes.registry import ProcessRegistry
+from flowkeeper.processes.runtime import ProcessRuntime
+from flowkeeper.processes.schemes import SchemeStore
+from flowkeeper.processes.store import TIMER_STEP
 from flowkeeper.steps.model import QUEUE_NAMES, Retry, Search, Step, StepRecord
 from flowkeeper.steps.operations import StepOperations
 from flowkeeper.steps.registry import Implementation, StepRegistry
@@ -31,6 +35,7 @@ from flowkeeper.storage.notify import notify as notify_listeners
 from flowkeeper.storage.step_queries import StepQueries
 
 F = TypeVar("F", bound=Implementation)
+G = TypeVar("G", bound=Callable[..., Any])
 
 _OWN_TRANSACTION = "flowkeeper_own_transaction"
 _WAKE_AFTER_COMMIT = "flowkeeper_wake_after_commit"
@@ -48,6 +53,10 @@ class Engine:
     claim it again (so also how soon a dead worker's steps run again).
     ``unknown_step_delay``: how long a ready step is postponed by a worker that has no
     implementation for its name.
+    ``max_auto_transitions``: how many automatic transitions one process call may follow
+    before it is stopped as an endless loop (``fk.EndlessLoop``, nothing saved).
+    ``auto_scheme_update``: move a process to the newest version of its scheme before a
+    command, timer or ``set_state`` when its activity is marked ``IsAutoSchemeUpdate``.
     """
 
     def __init__(
@@ -57,6 +66,8 @@ class Engine:
         lease: float | timedelta = 60.0,
         unknown_step_delay: float | timedelta = 3600.0,
         retention: timedelta | None = None,
+        max_auto_transitions: int = 1000,
+        auto_scheme_update: bool = False,
         **engine_options: Any,
     ) -> None:
         self.url = resolve_url(url)
@@ -80,6 +91,25 @@ class Engine:
         self._schema_lock = threading.Lock()
         self._pools: set[WorkerPool] = set()
         self._last_stats = RunStats()
+        if not isinstance(max_auto_transitions, int) or max_auto_transitions < 1:
+            raise InvalidArgument(
+                f"max_auto_transitions must be a positive integer, not {max_auto_transitions!r}"
+            )
+        self._process_registry = ProcessRegistry()
+        self.schemes = SchemeStore(self._transaction)
+        """Scheme versions: ``save``, ``get``, ``list``, ``versions``."""
+        self.processes = ProcessRuntime(
+            self._transaction,
+            self.schemes,
+            self._process_registry,
+            self._steps.add_steps,
+            self,
+            self.kind,
+            max_auto_transitions=max_auto_transitions,
+            auto_scheme_update=auto_scheme_update,
+        )
+        """Process instances: ``create``, ``get``, ``commands``, ``execute``, ``history`` …"""
+        self._registry.register((TIMER_STEP,), self.processes.fire_timer)
 
     def __repr__(self) -> str:
         return f"<flowkeeper.Engine {describe(self.url)}>"
@@ -182,6 +212,26 @@ class Engine:
     ) -> None:
         """Register ``function`` for ``names`` without a decorator."""
         self._registry.register(tuple(names), function, retry)
+
+    # -- process actions, conditions and rules ---------------------------------------------------
+
+    def action(self, name: str) -> Callable[[G], G]:
+        """Register the decorated function as the scheme action ``name``.
+
+        It is called as ``action(ctx, parameter)`` inside the call's transaction: ``ctx`` is
+        an :class:`flowkeeper.ActionContext`, ``parameter`` the ActionParameter (JSON decoded
+        when it is JSON). Changes to ``ctx.process.parameters`` are saved with the move.
+        """
+        return self._process_registry.action(name)
+
+    def condition(self, name: str) -> Callable[[G], G]:
+        """Register the decorated ``condition(ctx, parameter) -> bool`` as ``name``."""
+        return self._process_registry.condition(name)
+
+    def rule(self, name: str) -> Callable[[G], G]:
+        """Register the decorated rule class (``check(process, identity, parameter)`` and
+        optionally ``identities(process, parameter)``), object or ``check`` function."""
+        return self._process_registry.rule(name)
 
     @property
     def step_names(self) -> list[str]:

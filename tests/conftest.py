@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 import flowkeeper as fk
-from flowkeeper.storage.tables import QUEUES
+from flowkeeper.storage.tables import metadata
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -129,7 +129,7 @@ def db_url(db: str, migrated_url: str, tmp_path: Path) -> str:
 def empty_tables(url: str) -> None:
     engine = fk.Engine(url)
     with engine.database.begin() as connection:
-        for table in QUEUES.values():
+        for table in reversed(metadata.sorted_tables):
             connection.execute(table.delete())
     engine.close()
 

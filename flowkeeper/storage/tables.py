@@ -148,13 +148,15 @@ processes = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("row_version", Integer, nullable=False),
+    Column("history_length", Integer, nullable=False),
     Index(None, "tenant_id", "scheme_code"),
     Index(None, "status"),
     Index(None, "activity"),
     Index(None, "updated_at"),
     **TABLE_KWARGS,
 )
-"""Process instances; ``row_version`` grows by one with every committed change."""
+"""Process instances; ``row_version`` grows by one with every committed change and
+``history_length`` is the number of the newest history row."""
 
 process_history = Table(
     "fk_process_history",

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("row_version", sa.Integer, nullable=False),
+        sa.Column("history_length", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_fk_processes"),
         **options,
     )

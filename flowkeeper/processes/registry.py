@@ -1,0 +1,185 @@
+"""The Python actions, conditions and rules a scheme's names resolve to.
+
+An application registers them on the engine (``@engine.action("SendEmail")``,
+``@engine.condition("IsBigAmount")``, ``@engine.rule("Manager")``). Names it does not
+register fall back to the built-ins (``SetParameter``, ``CheckParameter``, the loops …);
+a name found in neither is an :class:`flowkeeper.ActionNotRegistered` naming it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from flowkeeper.errors import ActionNotRegistered, InvalidArgument
+from flowkeeper.processes.context import ActionContext, LiveProcess
+
+ActionFunction = Callable[[ActionContext, Any], object]
+"""``action(ctx, parameter)``; ``parameter`` is the ActionParameter, JSON-decoded if it is JSON."""
+
+ConditionFunction = Callable[[ActionContext, Any], bool]
+
+
+@runtime_checkable
+class Rule(Protocol):
+    """Decides whether an identity plays an actor's role (``value`` is the actor's Value)."""
+
+    def check(self, process: LiveProcess, identity: str | None, parameter: str | None) -> bool:
+        """True when ``identity`` may act as this rule says."""
+        ...
+
+    def identities(self, process: LiveProcess, parameter: str | None) -> Sequence[str]:
+        """Everyone who satisfies the rule (for inboxes); optional."""
+        ...
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _FunctionRule:
+    """A plain ``check(process, identity, parameter)`` function used as a rule."""
+
+    def __init__(self, name: str, function: Callable[..., object]) -> None:
+        self.name = name
+        self.function = function
+
+    def check(self, process: LiveProcess, identity: str | None, parameter: str | None) -> bool:
+        return bool(self.function(process, identity, parameter))
+
+    def identities(self, process: LiveProcess, parameter: str | None) -> Sequence[str]:
+        raise InvalidArgument(
+            f"rule {self.name!r} is a function and cannot list identities; register a class "
+            "with check() and identities() to use it for inboxes"
+        )
+
+
+def decode_parameter(text: str | None) -> Any:
+    """An ActionParameter as actions receive it: JSON decoded when it is JSON, else the text.
+
+    >>> decode_parameter('{"Value": 5}'), decode_parameter("plain"), decode_parameter(None)
+    ({'Value': 5}, 'plain', None)
+    """
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[", '"') or stripped in ("true", "false", "null"):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return text
+    return text
+
+
+class ProcessRegistry:
+    """Names → Python actions, conditions and rules, with the built-ins as a fallback."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, ActionFunction] = {}
+        self._conditions: dict[str, ConditionFunction] = {}
+        self._rules: dict[str, Rule] = {}
+        self._lock = threading.Lock()
+        from flowkeeper.processes.builtins import BUILTIN_ACTIONS, BUILTIN_CONDITIONS
+
+        self._builtin_actions: dict[str, ActionFunction] = dict(BUILTIN_ACTIONS)
+        self._builtin_conditions: dict[str, ConditionFunction] = dict(BUILTIN_CONDITIONS)
+
+    # -- registration --------------------------------------------------------------------------
+
+    def action(self, name: str) -> Callable[[F], F]:
+        """Decorator: the function is the action ``name``."""
+        return self._decorator(name, self._actions, "action")
+
+    def condition(self, name: str) -> Callable[[F], F]:
+        """Decorator: the function is the condition ``name`` (it returns a bool)."""
+        return self._decorator(name, self._conditions, "condition")
+
+    def rule(self, name: str) -> Callable[[F], F]:
+        """Decorator for a rule: a class with ``check`` (and ``identities``), an instance of
+        one, or a plain ``check(process, identity, parameter)`` function."""
+
+        def register(target: F) -> F:
+            self._register(name, self._rules, "rule", _as_rule(name, target))
+            return target
+
+        return register
+
+    def _decorator(self, name: str, table: dict[str, Any], kind: str) -> Callable[[F], F]:
+        def register(function: F) -> F:
+            if not callable(function):
+                raise InvalidArgument(f"{kind} {name!r} must be callable")
+            if inspect.iscoroutinefunction(function):
+                raise InvalidArgument(
+                    f"{kind} {name!r} is async; process actions run inside the database "
+                    "transaction and must be plain functions"
+                )
+            self._register(name, table, kind, function)
+            return function
+
+        return register
+
+    def _register(self, name: str, table: dict[str, Any], kind: str, item: Any) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument(f"{kind} names must be non-empty strings, not {name!r}")
+        with self._lock:
+            if name in table:
+                raise InvalidArgument(f"a {kind} named {name!r} is already registered")
+            table[name] = item
+
+    # -- look-up -------------------------------------------------------------------------------
+
+    def get_action(self, name: str) -> ActionFunction:
+        """The action ``name`` (``ActionNotRegistered`` if neither the app nor a built-in)."""
+        found = self._actions.get(name) or self._builtin_actions.get(name)
+        if found is None:
+            raise ActionNotRegistered(_missing("action", name, "action"))
+        return found
+
+    def get_condition(self, name: str) -> ConditionFunction:
+        """The condition ``name``; an action of that name also serves (OptimaJet allows it)."""
+        found = self._conditions.get(name) or self._builtin_conditions.get(name)
+        if found is None:
+            raise ActionNotRegistered(_missing("condition", name, "condition"))
+        return found
+
+    def get_rule(self, name: str) -> Rule:
+        """The rule ``name``."""
+        found = self._rules.get(name)
+        if found is None:
+            raise ActionNotRegistered(_missing("rule", name, "rule"))
+        return found
+
+    def missing_for(self, actions: set[str], conditions: set[str], rules: set[str]) -> list[str]:
+        """Which of these names nothing is registered for, described for an error."""
+        problems = [f"action {n!r}" for n in sorted(actions) if not self._has_action(n)]
+        problems += [f"condition {n!r}" for n in sorted(conditions) if not self._has_cond(n)]
+        problems += [f"rule {n!r}" for n in sorted(rules) if n not in self._rules]
+        return problems
+
+    def _has_action(self, name: str) -> bool:
+        return name in self._actions or name in self._builtin_actions
+
+    def _has_cond(self, name: str) -> bool:
+        return name in self._conditions or name in self._builtin_conditions
+
+
+def _missing(kind: str, name: str, decorator: str) -> str:
+    return (
+        f"the scheme uses the {kind} {name!r} but none is registered; register it with "
+        f"@engine.{decorator}({name!r}) (C# code in a scheme is never run)"
+    )
+
+
+def _as_rule(name: str, target: Any) -> Rule:
+    if inspect.isclass(target):
+        target = target()
+    if callable(getattr(target, "check", None)):
+        return target  # type: ignore[no-any-return]
+    if callable(target):
+        return _FunctionRule(name, target)
+    raise InvalidArgument(
+        f"rule {name!r} must be a class or object with check(process, identity, parameter), "
+        f"or such a function, not {type(target).__name__}"
+    )
