@@ -146,3 +146,7 @@ class EndlessLoop(FlowkeeperError):
 
 class SchemeUpdateError(FlowkeeperError):
     """A process cannot move to the newest version of its scheme (the message says why)."""
+
+
+class FeatureNotSupported(FlowkeeperError):
+    """The scheme uses a feature this version of Flowkeeper does not run yet."""

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flowkeeper.clock import utcnow
-from flowkeeper.errors import EndlessLoop, ExpressionError
+from flowkeeper.errors import EndlessLoop, ExpressionError, FeatureNotSupported
 from flowkeeper.processes.context import ActionContext, LiveProcess
 from flowkeeper.processes.expressions import evaluate, is_true
 from flowkeeper.processes.model import (
@@ -140,6 +140,11 @@ class Mover:
 
     def move(self, transition: Transition, trigger: str) -> None:
         """Follow ``transition``: record it, change activity and state, run the actions."""
+        if transition.is_fork:
+            raise FeatureNotSupported(
+                f"transition {transition.name!r} is a fork that starts a parallel subprocess; "
+                "subprocesses are not supported yet, so nothing was saved"
+            )
         target = self.process.scheme.activity(transition.to_activity)
         assert target is not None  # validated schemes only reference known activities
         self._arrive(target, transition.name, trigger, transition.classifier)
