@@ -34,8 +34,7 @@ from flowkeeper.errors import (
     StepAlreadyRegistered,
     StepNotFound,
 )
-
-# BUILDER: from flowkeeper.processes.builder import SchemeBuilder
+from flowkeeper.processes.builder import SchemeBuilder
 from flowkeeper.processes.context import ActionContext, LiveProcess
 from flowkeeper.processes.model import (
     Activity,
@@ -108,7 +107,7 @@ __all__ = [
     "RunStats",
     "SchemaNewerThanCode",
     "Scheme",
-    # BUILDER: "SchemeBuilder",
+    "SchemeBuilder",
     "SchemeError",
     "SchemeInfo",
     "SchemeNotFound",
