@@ -435,3 +435,37 @@ def test_list_filters_and_pages(docs: fk.Engine) -> None:
 def test_bad_process_ids(docs: fk.Engine, bad: Any) -> None:
     with pytest.raises(fk.InvalidArgument, match="process id"):
         docs.processes.get(bad)
+
+
+def test_execute_in_the_callers_transaction(docs: fk.Engine) -> None:
+    pid = docs.processes.create("Document", parameters={"Author": "alice"})
+    with docs.database.connect() as conn:
+        with conn.begin() as transaction:
+            docs.processes.execute(pid, "Submit", identity="alice", connection=conn)
+            assert docs.processes.get(pid, connection=conn).activity == "Review"
+            transaction.rollback()
+        assert docs.processes.get(pid).activity == "Draft"
+        with conn.begin():
+            docs.processes.execute(pid, "Submit", identity="alice", connection=conn)
+    assert docs.processes.get(pid).activity == "Review"
+    assert len(docs.processes.history(pid)) == 1
+
+
+def test_an_expression_that_fails_at_run_time_names_its_transition(engine: fk.Engine) -> None:
+    scheme = Scheme(
+        "Bad",
+        activities=(Activity("A", is_initial=True), Activity("B", is_final=True)),
+        transitions=(
+            Transition(
+                "A_B",
+                "A",
+                "B",
+                Trigger(TriggerType.AUTO),
+                conditions=(Condition(ConditionType.EXPRESSION, expression="@X / 0 > 1"),),
+            ),
+        ),
+    )
+    engine.schemes.save(scheme)
+    with pytest.raises(fk.ExpressionError, match=r"transition 'A_B'.*zero"):
+        engine.processes.create("Bad", parameters={"X": 1})
+    assert engine.processes.list() == []
