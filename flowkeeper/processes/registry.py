@@ -138,7 +138,7 @@ class ProcessRegistry:
         return found
 
     def get_condition(self, name: str) -> ConditionFunction:
-        """The condition ``name``; an action of that name also serves (OptimaJet allows it)."""
+        """The condition ``name`` (``ActionNotRegistered`` if neither the app nor a built-in)."""
         found = self._conditions.get(name) or self._builtin_conditions.get(name)
         if found is None:
             raise ActionNotRegistered(_missing("condition", name, "condition"))
