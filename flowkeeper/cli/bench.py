@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from flowkeeper.bench import workloads
+from flowkeeper.bench.processes import processes as process_workload
 from flowkeeper.bench.workloads import Result
 from flowkeeper.cli.common import JsonOption, console, errors, print_json, reports_errors
 
@@ -32,6 +33,7 @@ class Workload(StrEnum):
     fanout = "fanout"
     add = "add"
     latency = "latency"
+    processes = "processes"
     all = "all"
 
 
@@ -43,11 +45,14 @@ def bench(
         typer.Option(
             "--database",
             "-d",
-            help="A database of its own: the benchmark empties Flowkeeper's step tables there.",
+            help=(
+                "A database of its own: the benchmark empties Flowkeeper's step and process "
+                "tables there."
+            ),
         ),
     ] = DEFAULT_BENCH_URL,
     steps: Annotated[
-        int, typer.Option("-n", "--steps", min=1, help="Steps (drain, add).")
+        int, typer.Option("-n", "--steps", min=1, help="Steps (drain, add); executes (processes).")
     ] = 20_000,
     workers: Annotated[int, typer.Option(min=1, help="Worker threads per process.")] = 8,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes (drain).")] = 1,
@@ -57,6 +62,10 @@ def bench(
     width: Annotated[int, typer.Option(min=1, help="Steps fanned out (fanout).")] = 10_000,
     rate: Annotated[float, typer.Option(min=1, help="Steps added per second (latency).")] = 500,
     seconds: Annotated[float, typer.Option(min=1, help="How long to add (latency).")] = 10,
+    clients: Annotated[int, typer.Option(min=1, help="Client threads (processes).")] = 8,
+    instances: Annotated[
+        int, typer.Option(min=1, help="Processes created, shared by the clients (processes).")
+    ] = 1000,
     as_json: JsonOption = False,
 ) -> None:
     """Measure the engine, each figure beside a bare-SQL ceiling timed in the same run."""
@@ -89,6 +98,8 @@ def bench(
                 result = workloads.fanout(database, width, workers, batch_size, report)
             elif name is Workload.add:
                 result = workloads.add(database, steps, 1000, report)
+            elif name is Workload.processes:
+                result = process_workload(database, steps, clients, instances, report)
             else:
                 result = workloads.latency(database, rate, seconds, workers, report)
             results.append(result)
@@ -109,7 +120,8 @@ def results_table(results: list[Result]) -> Table:
     for column in ("workload", "steps", "seconds", "steps/s", "ceiling/s", "ratio", "run"):
         table.add_column(column, justify="left" if column in ("workload", "run") else "right")
     for r in results:
-        run = f"{r.workers} workers" if r.workers else ""
+        unit = "clients" if r.workload == "processes" else "workers"
+        run = f"{r.workers} {unit}" if r.workers else ""
         if r.processes > 1:
             run += f" in each of {r.processes} processes"
         if r.batch_size:
