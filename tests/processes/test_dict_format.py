@@ -20,7 +20,8 @@ from flowkeeper.processes.model import (
     Trigger,
     TriggerType,
 )
-from tests.processes.test_xml_format import COMPAT, FILES, schemes
+from tests.processes.scheme_strategies import schemes
+from tests.processes.test_xml_format import COMPAT, FILES
 
 
 def errors_of(data: dict[str, object], *, validate: bool = False) -> list[str]:
