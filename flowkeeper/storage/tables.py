@@ -176,3 +176,44 @@ process_history = Table(
     **TABLE_KWARGS,
 )
 """Transitions of each process, numbered 1, 2, … per process (the key keeps numbers unique)."""
+
+# -- the HTTP API ----------------------------------------------------------------------------
+
+API_KEY_ID_LENGTH = 32
+"""Length limit of an API key's id (the keys themselves are only stored as hashes)."""
+
+api_keys = Table(
+    "fk_api_keys",
+    metadata,
+    Column("id", String(API_KEY_ID_LENGTH), primary_key=True),
+    Column("tenant_id", String(NAME_LENGTH), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("identity", String(NAME_LENGTH)),
+    Column("key_hash", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("description", JsonText),
+    Index(None, "key_hash", unique=True),
+    Index(None, "tenant_id"),
+    **TABLE_KWARGS,
+)
+"""Keys of the HTTP API: ``key_hash`` is the SHA-256 (hex) of the secret, which is never
+stored; ``prefix`` is its first characters, to tell keys apart in listings."""
+
+callbacks = Table(
+    "fk_callbacks",
+    metadata,
+    Column("tenant_id", String(NAME_LENGTH), primary_key=True),
+    Column("id", String(NAME_LENGTH), primary_key=True),
+    Column("url", JsonText, nullable=False),
+    Column("token", String(NAME_LENGTH)),
+    Column("actions", JsonText, nullable=False),
+    Column("conditions", JsonText, nullable=False),
+    Column("rules", JsonText, nullable=False),
+    Column("timeout_ms", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    **TABLE_KWARGS,
+)
+"""Reserved for HTTP callbacks (actions, conditions and rules served by another service);
+``actions``, ``conditions`` and ``rules`` are JSON lists of names."""
