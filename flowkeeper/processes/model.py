@@ -12,6 +12,7 @@ they were found on, so that an export writes them back.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -356,7 +357,7 @@ class Scheme:
     # Formats live in their own modules; these are the documented entry points.
 
     @classmethod
-    def from_xml(cls, source: str, *, validate: bool = True) -> Scheme:
+    def from_xml(cls, source: str | os.PathLike[str], *, validate: bool = True) -> Scheme:
         """Read an OptimaJet scheme from XML text or a path to an ``.xml`` file."""
         from flowkeeper.processes.xml_format import scheme_from_xml
 
