@@ -120,6 +120,9 @@ class Step:
     correlation_id: str | None = field(default=None, kw_only=True)
     search_key: str | None = field(default=None, kw_only=True)
     description: str | None = field(default=None, kw_only=True)
+    tenant_id: str | None = field(default=None, kw_only=True)
+    """The tenant the step belongs to; ``None`` (or ``""``): the default tenant, or the
+    parent's tenant for a step added by a running step."""
     state_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +131,9 @@ class Step:
         check_text(self.correlation_id, "correlation_id")
         check_text(self.search_key, "search_key")
         check_text(self.description, "description", limit=None)
+        check_text(self.tenant_id, "tenant_id")
+        if self.tenant_id == "":
+            object.__setattr__(self, "tenant_id", None)
         if not isinstance(self.singleton, bool):
             raise InvalidStep("singleton must be True or False")
         if self.run_at is not None:
@@ -217,7 +223,9 @@ class Search:
     """Which steps an operation applies to. Fields left ``None`` do not filter.
 
     Text fields match exactly; ``search_key`` and ``description`` also take ``%`` wildcards.
-    ``created_from`` is inclusive, ``created_to`` exclusive.
+    ``created_from`` is inclusive, ``created_to`` exclusive. ``tenant_id`` matches the steps
+    of one tenant (``""``: the default tenant, steps added without one); ``after_id`` only
+    steps with a greater id (to page through a listing).
     """
 
     id: int | None = None
@@ -228,12 +236,17 @@ class Search:
     description: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    tenant_id: str | None = None
+    after_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.id is not None:
             check_id(self.id, "Search.id")
+        if self.after_id is not None and self.after_id != 0:
+            check_id(self.after_id, "Search.after_id")
         for name in SEARCH_TEXT_FIELDS:
             check_text(getattr(self, name), f"Search.{name}", limit=None, error=InvalidArgument)
+        check_text(self.tenant_id, "Search.tenant_id", error=InvalidArgument)
         for name in ("created_from", "created_to"):
             value = getattr(self, name)
             if value is not None:

@@ -69,16 +69,18 @@ def ready_row(
     *,
     parent: Row | None = None,
 ) -> Row:
-    """The ready-queue row for a new step; a child inherits its parent's flow and correlation."""
+    """The ready-queue row for a new step; a child inherits its parent's flow and correlation,
+    and its tenant unless the step names one."""
     run_at = step.run_at or now
     flow_id = step.flow_id
     correlation_id = step.correlation_id
-    tenant_id = None
+    tenant_id = step.tenant_id
     if parent is not None:
         flow_id = flow_id if flow_id is not None else parent["flow_id"]
         if correlation_id is None:
             correlation_id = parent["correlation_id"]
-        tenant_id = parent["tenant_id"]
+        if tenant_id is None:
+            tenant_id = parent["tenant_id"]
     return {
         "name": step.name,
         "singleton": step.singleton,
@@ -156,6 +158,12 @@ def search_where(
         where.append(c.created_at >= search.created_from)
     if search.created_to is not None:
         where.append(c.created_at < search.created_to)
+    if search.tenant_id == "":
+        where.append(sa.or_(c.tenant_id.is_(None), c.tenant_id == ""))
+    elif search.tenant_id is not None:
+        where.append(c.tenant_id == search.tenant_id)
+    if search.after_id is not None:
+        where.append(c.id > search.after_id)
     return where
 
 
