@@ -125,8 +125,10 @@ def coerce(name: str, type_name: str, value: Any) -> Any:
     """``value`` converted to the declared parameter type (.NET names such as ``Int32``,
     ``System.Decimal``, ``Boolean`` or Python ones); unknown types pass values through.
 
-    >>> coerce("Sum", "Decimal", "12.5"), coerce("Days", "Int32", "3"), coerce("Ok", "Boolean", "true")
-    (12.5, 3, True)
+    >>> coerce("Sum", "Decimal", "12.5"), coerce("Days", "Int32", "3")
+    (12.5, 3)
+    >>> coerce("Ok", "Boolean", "true")
+    True
     """
     if value is None:
         return None

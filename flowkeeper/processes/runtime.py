@@ -213,9 +213,9 @@ class ProcessRuntime:
             groups: dict[str, list[Any]] = {}
             for transition in live.scheme.transitions_from(live.activity):
                 trigger = transition.trigger
-                if trigger.type is TriggerType.COMMAND and trigger.name:
-                    if mover.permitted(transition, identity):
-                        groups.setdefault(trigger.name, []).append(transition)
+                is_command = trigger.type is TriggerType.COMMAND and trigger.name
+                if is_command and mover.permitted(transition, identity):
+                    groups.setdefault(str(trigger.name), []).append(transition)
             result = []
             for name, transitions in groups.items():
                 if check_conditions:

@@ -15,7 +15,7 @@ from flowkeeper.processes.context import ActionContext, LiveProcess
 from flowkeeper.processes.model import Scheme
 from flowkeeper.processes.records import ProcessStatus
 
-# ActionParameters exactly as the compat schemes in /work/shared/compat/optimajet/ write them.
+# ActionParameters exactly as the compat schemes in tests/processes/compat/ write them.
 LOOP_FOR_INT = (
     '{"LoopName":"Loop","LoopStateParameterName":"LoopState","LoopCounterValueParameterName":'
     '"LoopCounterValue","CounterType":"Int","StepType":"Increment","StartValue":"1",'

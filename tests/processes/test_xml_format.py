@@ -34,7 +34,6 @@ from flowkeeper.processes.model import (
 from tests.processes.scheme_strategies import schemes
 
 COMPAT = Path(__file__).parent / "compat"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "optimajet"
 FILES = sorted(COMPAT.glob("*.xml"))
 
 
@@ -53,12 +52,6 @@ def errors_of(text: str, *, validate: bool = False) -> list[str]:
 
 def test_the_copy_holds_all_seventeen_files() -> None:
     assert len(FILES) == 17
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="no shared/ beside the repository")
-def test_the_copy_matches_the_shared_compatibility_material() -> None:
-    shared = {p.name: p.read_bytes() for p in SHARED.glob("*.xml")}
-    assert shared == {p.name: p.read_bytes() for p in FILES}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
