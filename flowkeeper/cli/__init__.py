@@ -22,6 +22,7 @@ from flowkeeper.cli.common import (
     print_json,
     reports_errors,
 )
+from flowkeeper.cli.schemes import schemes_app
 from flowkeeper.cli.steps import steps_app
 from flowkeeper.demo import run_demo
 from flowkeeper.engine import Engine
@@ -35,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(steps_app, name="steps")
+app.add_typer(schemes_app, name="schemes")
 app.command()(bench)
 
 
