@@ -22,6 +22,7 @@ from flowkeeper.cli.common import (
     print_json,
     reports_errors,
 )
+from flowkeeper.cli.processes import processes_app
 from flowkeeper.cli.schemes import schemes_app
 from flowkeeper.cli.steps import steps_app
 from flowkeeper.demo import run_demo
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 app.add_typer(steps_app, name="steps")
 app.add_typer(schemes_app, name="schemes")
+app.add_typer(processes_app, name="processes")
 app.command()(bench)
 
 
