@@ -14,10 +14,8 @@ from typer.testing import CliRunner, Result
 
 from flowkeeper.cli import app
 
-_REPO = Path(__file__).resolve().parents[2]
-_IN_REPO = _REPO / "tests" / "processes" / "compat"
-COMPAT = _IN_REPO if _IN_REPO.is_dir() else _REPO.parent / "shared" / "compat" / "optimajet"
-"""OptimaJet's sample schemes (the in-repository copy when there is one)."""
+COMPAT = Path(__file__).resolve().parents[1] / "processes" / "compat"
+"""OptimaJet's sample schemes."""
 
 VACATION = COMPAT / "VacationRequest.xml"
 """The vacation request sample; its process name is ``SimpleWF``."""
