@@ -56,7 +56,8 @@ def test_a_step_added_by_this_process_wakes_its_idle_workers(engine: fk.Engine) 
 def test_stop_stops_every_run_of_the_engine(engine: fk.Engine) -> None:
     first = Background(engine, workers=1, max_poll_interval=0.05)
     second = Background(engine, workers=1, max_poll_interval=0.05)
-    time.sleep(0.3)
+    # Both runs must have started (a loaded machine may take a while) before stop() is asked.
+    wait_for(lambda: len(engine._pools) == 2, timeout=30, what="both runs to start")
     engine.stop()
     first.thread.join(10)
     second.thread.join(10)
