@@ -1,0 +1,141 @@
+"""The FastAPI application: routes under ``/api/v1``, health checks, problems, the OpenAPI contract.
+
+Route functions are plain ``def``: FastAPI runs them in its thread pool, where they call the
+engine's synchronous API, each call one database transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import flowkeeper
+from flowkeeper.api.auth import EngineDep
+from flowkeeper.api.keys import KeyStore
+from flowkeeper.api.problems import (
+    NOT_READY,
+    PROBLEM_MEDIA_TYPE,
+    ApiProblem,
+    install_problem_handlers,
+    problem_json_schema,
+)
+from flowkeeper.api.routes import keys as key_routes
+from flowkeeper.api.routes import processes, schemes, steps
+from flowkeeper.api.schemas import Health, Ready
+from flowkeeper.engine import Engine
+from flowkeeper.errors import FlowkeeperError, InvalidArgument
+from flowkeeper.storage.migrate import HEAD_REVISION
+
+API_PREFIX = "/api/v1"
+
+_ERRORS = {
+    400: "The request body cannot be parsed (e.g. JSON nested too deeply).",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The key's role or identity does not permit this.",
+    404: "No such object in the key's tenant.",
+    409: "The object's current state does not allow this (or it changed concurrently).",
+    413: "The request body is too large.",
+    422: "The request is malformed or its values are not acceptable.",
+    500: "An unexpected error (logged on the server).",
+    503: "The database is unavailable, its schema is not current, or the server lacks code "
+    "the scheme needs.",
+}
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text} for status, text in _ERRORS.items()
+}
+
+DESCRIPTION = """\
+Flowkeeper's HTTP API: scheme versions, process instances (commands, states, history) and
+durable steps, for many tenants.
+
+Authenticate with `Authorization: Bearer <key>` (keys are made with `flowkeeper keys create`
+or `POST /api/v1/keys`). Errors are RFC 9457 problem details (`application/problem+json`)
+whose `type` URI is stable; `detail` is for humans.
+"""
+
+
+def create_app(
+    engine: Engine, *, key_cache_seconds: float = 5.0, keys: KeyStore | None = None
+) -> FastAPI:
+    """The HTTP API over ``engine``, as a FastAPI app (mount it in your own, or serve it).
+
+    ``key_cache_seconds``: how long a verified API key is trusted without asking the
+    database again (so how long a revoked key may still work).
+    """
+    if not isinstance(engine, Engine):
+        raise InvalidArgument(
+            f"create_app() takes a flowkeeper.Engine, not {type(engine).__name__}"
+        )
+    app = FastAPI(
+        title="Flowkeeper",
+        version=flowkeeper.__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.flowkeeper_engine = engine
+    app.state.flowkeeper_keys = keys or KeyStore(engine, cache_seconds=key_cache_seconds)
+    api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
+    for module in (schemes, processes, steps, key_routes):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(_health_router())
+    install_problem_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", response_model=Health, summary="Alive")
+    def healthz() -> Health:
+        """The server answers (no authentication, no database)."""
+        return Health(status="ok")
+
+    @router.get(
+        "/readyz",
+        response_model=Ready,
+        summary="Ready",
+        responses={503: {"description": "The database is unreachable or not migrated."}},
+    )
+    def readyz(engine: EngineDep) -> Ready:
+        """The database answers and its schema is current (no authentication)."""
+        try:
+            engine.check_schema()
+        except FlowkeeperError as error:
+            raise ApiProblem(NOT_READY, str(error)) from None
+        return Ready(status="ready", revision=HEAD_REVISION)
+
+    return router
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every error response as an ``application/problem+json``
+    Problem."""
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = problem_json_schema()
+    problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = dict(problem)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return document

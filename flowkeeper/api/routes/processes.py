@@ -1,0 +1,231 @@
+"""``/api/v1/processes``: create process instances, list and execute commands, set states.
+
+Process ids are unique across tenants; a process of another tenant answers 404 like one that
+does not exist (a ``process_id`` chosen at creation that another tenant already uses is the
+one exception: 409, so prefer generated ids).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from flowkeeper.api.auth import AdminOrService, AnyKey, EngineDep, Principal, acting_identity
+from flowkeeper.api.fields import NO_NUL
+from flowkeeper.api.problems import COMMAND_NOT_PERMITTED, INVALID_CURSOR, ApiProblem, problem_of
+from flowkeeper.api.schemas import (
+    CommandExecute,
+    CommandOut,
+    ExecutionOut,
+    HistoryOut,
+    ProcessCreate,
+    ProcessOut,
+    ProcessPage,
+    StateSet,
+)
+from flowkeeper.engine import Engine
+from flowkeeper.errors import (
+    CommandNotAvailable,
+    FlowkeeperError,
+    ProcessNotFound,
+)
+from flowkeeper.processes.model import TriggerType
+from flowkeeper.processes.records import Process, ProcessStatus
+from flowkeeper.storage.tables import NAME_LENGTH
+
+router = APIRouter(prefix="/processes", tags=["processes"])
+
+ProcessId = Annotated[
+    str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL, description="Process id.")
+]
+TextQuery = Annotated[str | None, Query(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)]
+
+
+def own_process(engine: Engine, principal: Principal, process_id: str) -> Process:
+    """The process, if it belongs to the caller's tenant; ``ProcessNotFound`` otherwise."""
+    process = engine.processes.get(process_id)
+    if not principal.owns(process.tenant_id):
+        raise ProcessNotFound(f"no process has the id {process_id!r}")
+    return process
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque cursor that continues after ``last_id``."""
+    return base64.urlsafe_b64encode(last_id.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The id a cursor continues after; 422 ``invalid-cursor`` if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        value = ""
+    if not value or len(value) > NAME_LENGTH or "\x00" in value:
+        raise ApiProblem(INVALID_CURSOR, f"{cursor!r} is not a cursor this API returned")
+    return value
+
+
+@router.post("", status_code=201, response_model=ProcessOut, summary="Create a process")
+def create_process(body: ProcessCreate, principal: AnyKey, engine: EngineDep) -> ProcessOut:
+    """Start a process of the newest version of ``scheme`` in the caller's tenant."""
+    identity = acting_identity(principal, body.identity)
+    process_id = engine.processes.create(
+        body.scheme,
+        identity=identity,
+        parameters=body.parameters,
+        process_id=body.process_id,
+        tenant_id=principal.tenant,
+    )
+    return ProcessOut.of(engine.processes.get(process_id))
+
+
+@router.get("", response_model=ProcessPage, summary="List processes")
+def list_processes(
+    principal: AnyKey,
+    engine: EngineDep,
+    scheme: TextQuery = None,
+    status: ProcessStatus | None = None,
+    activity: TextQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> ProcessPage:
+    """The tenant's processes matching the filters, by id, one page at a time."""
+    found = engine.processes.list(
+        scheme_code=scheme,
+        status=status,
+        activity=activity,
+        tenant_id=principal.tenant,
+        after=None if cursor is None else decode_cursor(cursor),
+        limit=limit,
+    )
+    next_cursor = encode_cursor(found[-1].id) if len(found) == limit else None
+    return ProcessPage(items=[ProcessOut.of(p) for p in found], next_cursor=next_cursor)
+
+
+@router.get("/{process_id}", response_model=ProcessOut, summary="Read a process")
+def get_process(process_id: ProcessId, principal: AnyKey, engine: EngineDep) -> ProcessOut:
+    """The process as stored now."""
+    return ProcessOut.of(own_process(engine, principal, process_id))
+
+
+@router.get(
+    "/{process_id}/commands", response_model=list[CommandOut], summary="Commands available now"
+)
+def list_commands(
+    process_id: ProcessId,
+    principal: AnyKey,
+    engine: EngineDep,
+    identity: TextQuery = None,
+    check_conditions: bool = False,
+) -> list[CommandOut]:
+    """The commands ``identity`` (default: the key's) may execute now, in scheme order."""
+    acting = acting_identity(principal, identity)
+    own_process(engine, principal, process_id)
+    commands = engine.processes.commands(process_id, acting, check_conditions=check_conditions)
+    return [CommandOut.of(c) for c in commands]
+
+
+def command_problem(
+    engine: Engine, process_id: str, command: str, error: CommandNotAvailable
+) -> ApiProblem:
+    """403 when the command leaves the current activity but the identity may not execute
+    it; 409 when it is not available there at all (or the process is finished)."""
+    problem = problem_of(error)
+    try:
+        process = engine.processes.get(process_id)
+        if process.is_finished:
+            return problem
+        scheme = engine.schemes.get(
+            process.scheme_code, process.scheme_version, tenant_id=process.tenant_id
+        )
+    except FlowkeeperError:
+        return problem
+    here = any(
+        t.trigger.type is TriggerType.COMMAND and t.trigger.name == command
+        for t in scheme.transitions_from(process.activity)
+    )
+    return ApiProblem(COMMAND_NOT_PERMITTED, str(error)) if here else problem
+
+
+@router.post(
+    "/{process_id}/commands/{command}",
+    response_model=ExecutionOut,
+    summary="Execute a command",
+    responses={403: {"description": "The identity may not execute this command."}},
+)
+def execute_command(
+    process_id: ProcessId,
+    command: Annotated[str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)],
+    principal: AnyKey,
+    engine: EngineDep,
+    body: CommandExecute | None = None,
+) -> ExecutionOut:
+    """Execute ``command`` as ``identity``: 409 if it is not available in the current
+    activity, 403 if the identity may not execute it; ``executed`` is false if no
+    transition's conditions held (nothing changed)."""
+    body = body or CommandExecute()
+    identity = acting_identity(principal, body.identity)
+    own_process(engine, principal, process_id)
+    try:
+        result = engine.processes.execute(
+            process_id, command, identity=identity, parameters=body.parameters
+        )
+    except CommandNotAvailable as error:
+        raise command_problem(engine, process_id, command, error) from None
+    return ExecutionOut(
+        executed=result.executed,
+        process=ProcessOut.of(result.process),
+        transitions=[HistoryOut.of(t) for t in result.transitions],
+    )
+
+
+@router.get("/{process_id}/states", response_model=list[str], summary="States to set")
+def list_states(process_id: ProcessId, principal: AnyKey, engine: EngineDep) -> list[str]:
+    """The states ``POST /processes/{id}/state`` accepts for this process."""
+    own_process(engine, principal, process_id)
+    return engine.processes.states_to_set(process_id)
+
+
+@router.post("/{process_id}/state", response_model=ProcessOut, summary="Set the state")
+def set_state(
+    process_id: ProcessId, body: StateSet, principal: AdminOrService, engine: EngineDep
+) -> ProcessOut:
+    """Move the process to the activity of ``state`` without a transition."""
+    identity = acting_identity(principal, body.identity)
+    own_process(engine, principal, process_id)
+    process = engine.processes.set_state(
+        process_id, body.state, identity=identity, parameters=body.parameters
+    )
+    return ProcessOut.of(process)
+
+
+@router.get("/{process_id}/history", response_model=list[HistoryOut], summary="History")
+def get_history(process_id: ProcessId, principal: AnyKey, engine: EngineDep) -> list[HistoryOut]:
+    """The transitions the process made, oldest first."""
+    own_process(engine, principal, process_id)
+    return [HistoryOut.of(r) for r in engine.processes.history(process_id)]
+
+
+@router.post(
+    "/{process_id}/update-scheme", response_model=ProcessOut, summary="Move to the newest scheme"
+)
+def update_scheme(
+    process_id: ProcessId, principal: AdminOrService, engine: EngineDep
+) -> ProcessOut:
+    """Move the process to the newest version of its scheme (409 if that cannot be done)."""
+    own_process(engine, principal, process_id)
+    return ProcessOut.of(engine.processes.update_scheme(process_id))
+
+
+@router.delete(
+    "/{process_id}", status_code=204, response_class=Response, summary="Delete a process"
+)
+def delete_process(process_id: ProcessId, principal: AdminOrService, engine: EngineDep) -> Response:
+    """Delete the process, its history and its pending timers."""
+    own_process(engine, principal, process_id)
+    engine.processes.delete(process_id)
+    return Response(status_code=204)
