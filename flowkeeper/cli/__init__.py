@@ -22,8 +22,10 @@ from flowkeeper.cli.common import (
     print_json,
     reports_errors,
 )
+from flowkeeper.cli.keys import keys_app
 from flowkeeper.cli.processes import processes_app
 from flowkeeper.cli.schemes import schemes_app
+from flowkeeper.cli.serve import serve
 from flowkeeper.cli.steps import steps_app
 from flowkeeper.demo import run_demo
 from flowkeeper.engine import Engine
@@ -39,7 +41,9 @@ app = typer.Typer(
 app.add_typer(steps_app, name="steps")
 app.add_typer(schemes_app, name="schemes")
 app.add_typer(processes_app, name="processes")
+app.add_typer(keys_app, name="keys")
 app.command()(bench)
+app.command()(serve)
 
 
 @app.command()
