@@ -207,6 +207,10 @@ async def _on_validation_error(request: Request, error: Exception) -> JSONRespon
 
 async def _on_http_exception(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    if isinstance(error.__cause__, BodyTooLarge):  # FastAPI reports it as a parsing error
+        return problem_response(
+            ApiProblem(PAYLOAD_TOO_LARGE, str(error.__cause__)), request.url.path
+        )
     kinds = {400: BAD_REQUEST, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
     kind = kinds.get(error.status_code) or Kind(
         error.status_code, f"http-{error.status_code}", str(error.detail)
@@ -228,6 +232,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_middleware(ProblemGuard)
 
 
+class BodyTooLarge(Exception):
+    """A request body grew past the limit while it was read (sent without a length)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body may hold at most {limit} bytes")
+
+
 class ProblemGuard:
     """ASGI middleware: refuse oversized bodies (413) and turn an unexpected exception into a
     logged ``internal-error`` problem instead of a bare 500."""
@@ -246,6 +257,16 @@ class ProblemGuard:
             await _send_problem(send, ApiProblem(PAYLOAD_TOO_LARGE, detail), scope["path"])
             return
         started = False
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -254,7 +275,11 @@ class ProblemGuard:
             await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge as error:
+            if started:
+                raise
+            await _send_problem(send, ApiProblem(PAYLOAD_TOO_LARGE, str(error)), scope["path"])
         except Exception:
             logger.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             if started:

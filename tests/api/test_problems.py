@@ -151,6 +151,18 @@ def test_a_body_announced_too_large_is_413(client: TestClient, admin: Headers) -
     assert_problem(response, 413, "payload-too-large")
 
 
+@pytest.mark.parametrize("path", ["/api/v1/schemes", "/api/v1/steps"])
+def test_a_body_streamed_too_large_is_413(client: TestClient, admin: Headers, path: str) -> None:
+    def chunks() -> Any:
+        chunk = b" " * (1024 * 1024)
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+            yield chunk
+
+    media = "application/xml" if path.endswith("schemes") else "application/json"
+    response = client.post(path, content=chunks(), headers={**admin, "Content-Type": media})
+    assert_problem(response, 413, "payload-too-large")
+
+
 def test_an_unexpected_error_is_a_logged_500_problem(
     engine: fk.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
