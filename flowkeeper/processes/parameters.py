@@ -106,7 +106,12 @@ def persistent_values(scheme: Scheme, values: Mapping[str, Any]) -> dict[str, An
 def check_json_value(name: str, value: Any) -> None:
     """Raise :class:`InvalidArgument` unless ``value`` can be stored as JSON."""
     try:
-        json.dumps(value, allow_nan=False)
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            f"parameter {name!r} holds text with a lone surrogate, which cannot be stored as "
+            "UTF-8; decode it properly first"
+        ) from None
     except (TypeError, ValueError) as error:
         raise InvalidArgument(
             f"parameter {name!r} must be a JSON value (str, int, float, bool, None, list, "

@@ -548,18 +548,38 @@ def _unavailable(live: LiveProcess, command: str) -> str:
     return f"{reason} (process {live.id!r}; commands there: {listed})"
 
 
+def _storable(text: str) -> bool:
+    """Text every database stores as given: no NUL, no lone surrogate."""
+    return "\x00" not in text and (text.isascii() or _encodes(text))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_id(process_id: object) -> str:
-    if not isinstance(process_id, str) or not process_id.strip() or len(process_id) > NAME_LENGTH:
+    if (
+        not isinstance(process_id, str)
+        or not process_id.strip()
+        or len(process_id) > NAME_LENGTH
+        or not _storable(process_id)
+    ):
         raise InvalidArgument(
-            f"a process id must be a non-empty string of at most {NAME_LENGTH} characters, "
-            f"not {process_id!r}"
+            f"a process id must be a non-empty string of at most {NAME_LENGTH} characters "
+            f"without NUL or lone surrogates, not {process_id!r}"
         )
     return process_id
 
 
 def _check_identity(identity: object) -> None:
-    if identity is not None and (not isinstance(identity, str) or len(identity) > NAME_LENGTH):
+    if identity is not None and (
+        not isinstance(identity, str) or len(identity) > NAME_LENGTH or not _storable(identity)
+    ):
         raise InvalidArgument(
-            f"identity must be a string of at most {NAME_LENGTH} characters or None, "
-            f"not {identity!r}"
+            f"identity must be a string of at most {NAME_LENGTH} characters (no NUL, no lone "
+            f"surrogates) or None, not {identity!r}"
         )

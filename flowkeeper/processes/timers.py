@@ -56,6 +56,7 @@ def timer_steps(process: LiveProcess, timers: Sequence[Timer], now: datetime) ->
             run_at=next_fire_time(timer.type.value, timer.value, now, process.parameters),
             search_key=process.id,
             correlation_id=timer.name,
+            tenant_id=process.tenant_id,
             description=f"timer {timer.name!r} of process {process.id}",
         )
         for timer in timers

@@ -469,3 +469,18 @@ def test_an_expression_that_fails_at_run_time_names_its_transition(engine: fk.En
     with pytest.raises(fk.ExpressionError, match=r"transition 'A_B'.*zero"):
         engine.processes.create("Bad", parameters={"X": 1})
     assert engine.processes.list() == []
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda e: e.processes.create("Document", parameters={"Note": "\ud800"}), "surrogate"),
+        (lambda e: e.processes.create("Document", identity="a\x00b"), "identity"),
+        (lambda e: e.processes.create("Document", process_id="p\x00"), "process id"),
+        (lambda e: e.processes.create("Document", process_id="p\udc80"), "process id"),
+    ],
+)
+def test_text_no_database_can_store_is_refused(docs: fk.Engine, call: Any, match: str) -> None:
+    with pytest.raises(fk.InvalidArgument, match=match):
+        call(docs)
+    assert snapshot(docs)["fk_processes"] == []

@@ -144,3 +144,10 @@ def test_expression_timer_reads_a_parameter(engine: fk.Engine) -> None:
     pid = engine.processes.create("Escalation", parameters={"Due": due.isoformat()})
     [step] = timer_steps(engine, pid)
     assert abs(step.run_at - due) < timedelta(milliseconds=1)
+
+
+def test_timer_steps_belong_to_the_process_tenant(engine: fk.Engine) -> None:
+    engine.schemes.save(timer_scheme("1h"), tenant_id="acme")
+    pid = engine.processes.create("Escalation", tenant_id="acme")
+    [step] = timer_steps(engine, pid)
+    assert step.tenant_id == "acme"
