@@ -7,6 +7,7 @@
 from flowkeeper.engine import Engine
 from flowkeeper.errors import (
     ActionNotRegistered,
+    CallbackFailed,
     CommandNotAvailable,
     ConcurrencyError,
     ConfigurationError,
@@ -70,6 +71,7 @@ __all__ = [
     "ActionNotRegistered",
     "Activity",
     "Actor",
+    "CallbackFailed",
     "Classifier",
     "Command",
     "CommandNotAvailable",

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from flowkeeper.errors import InvalidArgument
+from flowkeeper.processes.callbacks import CallbackStore
 from flowkeeper.processes.registry import ProcessRegistry
 from flowkeeper.processes.runtime import ProcessRuntime
 from flowkeeper.processes.schemes import SchemeStore
@@ -19,7 +20,7 @@ from flowkeeper.processes.store import TIMER_STEP
 from flowkeeper.steps.model import QUEUE_NAMES, Retry, Search, Step, StepRecord
 from flowkeeper.steps.operations import StepOperations
 from flowkeeper.steps.registry import Implementation, StepRegistry
-from flowkeeper.steps.worker import RunStats, WorkerPool, WorkerSettings
+from flowkeeper.steps.worker import RunStats, StepObserver, WorkerPool, WorkerSettings
 from flowkeeper.storage import migrate as migrations
 from flowkeeper.storage.database import (
     READ_ONLY,
@@ -57,6 +58,8 @@ class Engine:
     before it is stopped as an endless loop (``fk.EndlessLoop``, nothing saved).
     ``auto_scheme_update``: move a process to the newest version of its scheme before a
     command, timer or ``set_state`` when its activity is marked ``IsAutoSchemeUpdate``.
+    ``callback_cache_seconds``: how long tenants' HTTP callback registrations are used
+    before they are read again (so how soon a change made elsewhere is seen here).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Engine:
         retention: timedelta | None = None,
         max_auto_transitions: int = 1000,
         auto_scheme_update: bool = False,
+        callback_cache_seconds: float = 5.0,
         **engine_options: Any,
     ) -> None:
         self.url = resolve_url(url)
@@ -91,11 +95,14 @@ class Engine:
         self._schema_lock = threading.Lock()
         self._pools: set[WorkerPool] = set()
         self._last_stats = RunStats()
+        self._step_observers: list[StepObserver] = []
         if not isinstance(max_auto_transitions, int) or max_auto_transitions < 1:
             raise InvalidArgument(
                 f"max_auto_transitions must be a positive integer, not {max_auto_transitions!r}"
             )
-        self._process_registry = ProcessRegistry()
+        self.callbacks = CallbackStore(self._transaction, cache_seconds=callback_cache_seconds)
+        """Tenants' HTTP callbacks (actions, conditions, rules): ``add``, ``list``, ``remove``."""
+        self._process_registry = ProcessRegistry(self.callbacks)
         self.schemes = SchemeStore(self._transaction)
         """Scheme versions: ``save``, ``get``, ``list``, ``versions``."""
         self.processes = ProcessRuntime(
@@ -123,6 +130,7 @@ class Engine:
     def close(self) -> None:
         """Stop any running workers and close every pooled connection."""
         self.stop()
+        self.callbacks.close()
         self.database.dispose()
 
     # -- schema ------------------------------------------------------------------------------
@@ -347,6 +355,7 @@ class Engine:
             self._waker,
             settings,
             housekeeping=None if self.retention is None else self._prune_by_retention,
+            observer=self._observe_step,
         )
         self._pools.add(pool)
         self._last_stats = pool.stats
@@ -355,6 +364,16 @@ class Engine:
                 return pool.run(until_idle=until_idle, handle_signals=handle_signals)
         finally:
             self._pools.discard(pool)
+
+    def observe_steps(self, observer: StepObserver) -> None:
+        """Call ``observer(name, queue, seconds)`` after each step this engine's workers run
+        (the queue its outcome sends it to: ``done``, ``failed`` or ``ready``). It runs on
+        the worker thread, so it must be quick; an exception it raises is logged."""
+        self._step_observers.append(observer)
+
+    def _observe_step(self, name: str, queue: str, seconds: float) -> None:
+        for observer in self._step_observers:
+            observer(name, queue, seconds)
 
     @property
     def stats(self) -> RunStats:

@@ -140,6 +140,21 @@ class ActionNotRegistered(ConfigurationError):
     """A scheme uses an action, condition or rule that no Python code registered."""
 
 
+class CallbackFailed(FlowkeeperError):
+    """An action, condition or rule served by a tenant's HTTP service (a callback) failed:
+    no answer in time, no connection, a status outside 2xx, or an answer of the wrong shape.
+
+    The call that ran it changed nothing (its transaction rolled back).
+    """
+
+    def __init__(self, url: str, kind: str, name: str, reason: str) -> None:
+        self.url = url
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        super().__init__(f"the callback {kind} {name!r} served by {url} failed: {reason}")
+
+
 class EndlessLoop(FlowkeeperError):
     """Automatic transitions kept firing past the engine's limit; nothing was written."""
 

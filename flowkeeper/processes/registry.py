@@ -4,6 +4,11 @@ An application registers them on the engine (``@engine.action("SendEmail")``,
 ``@engine.condition("IsBigAmount")``, ``@engine.rule("Manager")``). Names it does not
 register fall back to the built-ins (``SetParameter``, ``CheckParameter``, the loops …);
 a name found in neither is an :class:`flowkeeper.ActionNotRegistered` naming it.
+
+A :class:`CallbackResolver` (the engine's HTTP callbacks, see
+:mod:`flowkeeper.processes.callbacks`) is asked first, with the process's tenant: a name a
+tenant serves from its own service wins over the application's Python function for that
+tenant's processes, so the look-up is made when the action, condition or rule is called.
 """
 
 from __future__ import annotations
@@ -33,6 +38,22 @@ class Rule(Protocol):
 
     def identities(self, process: LiveProcess, parameter: str | None) -> Sequence[str]:
         """Everyone who satisfies the rule (for inboxes); optional."""
+        ...
+
+
+class CallbackResolver(Protocol):
+    """Actions, conditions and rules a tenant serves itself (None: it serves none of that name)."""
+
+    def action(self, tenant_id: str | None, name: str) -> ActionFunction | None:
+        """The tenant's action ``name``, if it has one."""
+        ...
+
+    def condition(self, tenant_id: str | None, name: str) -> ConditionFunction | None:
+        """The tenant's condition ``name``, if it has one."""
+        ...
+
+    def rule(self, tenant_id: str | None, name: str) -> Rule | None:
+        """The tenant's rule ``name``, if it has one."""
         ...
 
 
@@ -74,9 +95,13 @@ def decode_parameter(text: str | None) -> Any:
 
 
 class ProcessRegistry:
-    """Names → Python actions, conditions and rules, with the built-ins as a fallback."""
+    """Names → Python actions, conditions and rules, with the built-ins as a fallback.
 
-    def __init__(self) -> None:
+    With a ``resolver``, the tenant's callbacks come first (see the module's docstring).
+    """
+
+    def __init__(self, resolver: CallbackResolver | None = None) -> None:
+        self._resolver = resolver
         self._actions: dict[str, ActionFunction] = {}
         self._conditions: dict[str, ConditionFunction] = {}
         self._rules: dict[str, Rule] = {}
@@ -131,22 +156,29 @@ class ProcessRegistry:
     # -- look-up -------------------------------------------------------------------------------
 
     def get_action(self, name: str) -> ActionFunction:
-        """The action ``name`` (``ActionNotRegistered`` if neither the app nor a built-in)."""
+        """The action ``name`` (``ActionNotRegistered`` if neither the app nor a built-in,
+        nor, with a resolver, the process's tenant serves it: then raised when called)."""
         found = self._actions.get(name) or self._builtin_actions.get(name)
+        if self._resolver is not None:
+            return _TenantAction(self._resolver.action, name, found, "action")
         if found is None:
             raise ActionNotRegistered(_missing("action", name, "action"))
         return found
 
     def get_condition(self, name: str) -> ConditionFunction:
-        """The condition ``name`` (``ActionNotRegistered`` if neither the app nor a built-in)."""
+        """The condition ``name`` (``ActionNotRegistered`` as for :meth:`get_action`)."""
         found = self._conditions.get(name) or self._builtin_conditions.get(name)
+        if self._resolver is not None:
+            return _TenantAction(self._resolver.condition, name, found, "condition")
         if found is None:
             raise ActionNotRegistered(_missing("condition", name, "condition"))
         return found
 
     def get_rule(self, name: str) -> Rule:
-        """The rule ``name``."""
+        """The rule ``name`` (``ActionNotRegistered`` as for :meth:`get_action`)."""
         found = self._rules.get(name)
+        if self._resolver is not None:
+            return _TenantRule(self._resolver, name, found)
         if found is None:
             raise ActionNotRegistered(_missing("rule", name, "rule"))
         return found
@@ -163,6 +195,54 @@ class ProcessRegistry:
 
     def _has_cond(self, name: str) -> bool:
         return name in self._conditions or name in self._builtin_conditions
+
+
+class _TenantAction:
+    """An action or condition looked up when called: the process's tenant's callback of that
+    name, else ``local`` (the app's or the built-in one)."""
+
+    __slots__ = ("kind", "local", "lookup", "name")
+
+    def __init__(
+        self,
+        lookup: Callable[[str | None, str], Callable[[ActionContext, Any], Any] | None],
+        name: str,
+        local: Callable[[ActionContext, Any], Any] | None,
+        kind: str,
+    ) -> None:
+        self.lookup = lookup
+        self.name = name
+        self.local = local
+        self.kind = kind
+
+    def __call__(self, ctx: ActionContext, parameter: Any) -> Any:
+        found = self.lookup(ctx.process.tenant_id, self.name) or self.local
+        if found is None:
+            raise ActionNotRegistered(_missing(self.kind, self.name, self.kind))
+        return found(ctx, parameter)
+
+
+class _TenantRule:
+    """A rule looked up when used: the process's tenant's callback, else ``local``."""
+
+    __slots__ = ("local", "name", "resolver")
+
+    def __init__(self, resolver: CallbackResolver, name: str, local: Rule | None) -> None:
+        self.resolver = resolver
+        self.name = name
+        self.local = local
+
+    def _rule(self, process: LiveProcess) -> Rule:
+        found = self.resolver.rule(process.tenant_id, self.name) or self.local
+        if found is None:
+            raise ActionNotRegistered(_missing("rule", self.name, "rule"))
+        return found
+
+    def check(self, process: LiveProcess, identity: str | None, parameter: str | None) -> bool:
+        return self._rule(process).check(process, identity, parameter)
+
+    def identities(self, process: LiveProcess, parameter: str | None) -> Sequence[str]:
+        return self._rule(process).identities(process, parameter)
 
 
 def _missing(kind: str, name: str, decorator: str) -> str:

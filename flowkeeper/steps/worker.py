@@ -49,6 +49,11 @@ OVERRUN_FACTOR = 1
 """A batch running this many times longer than planned gives its unstarted steps back."""
 
 
+StepObserver = Callable[[str, str, float], None]
+"""Told of each step a worker ran: its name, the queue its outcome sends it to (``done``,
+``failed``, or ``ready`` when it is retried or rerun) and how long it ran, in seconds."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """How a worker pool runs. Every duration is in seconds or a ``timedelta``."""
@@ -119,8 +124,10 @@ class WorkerPool:
         waker: Waker,
         settings: WorkerSettings,
         housekeeping: Callable[[], object] | None = None,
+        observer: StepObserver | None = None,
     ) -> None:
         self._housekeeping = housekeeping
+        self._observer = observer
         self._database = database
         self._q = queries
         self._hot = hot
@@ -347,6 +354,7 @@ class WorkerPool:
                     break
                 completion = runner.run(pending.popleft(), begin_for_step)
                 executed += 1
+                self._observe(completion)
                 if completion.connection is not None:
                     writing_in_step = True
                     self._complete_in_step_transaction(connection, worker_id, runner, completion)
@@ -372,6 +380,18 @@ class WorkerPool:
         if per_step <= 0:
             return self.settings.batch_size
         return max(1, min(self.settings.batch_size, int(TARGET_BATCH_SECONDS / per_step)))
+
+    def _observe(self, completion: Completion) -> None:
+        """Tell the observer of a step run (not of one postponed for want of an implementation)."""
+        row = completion.row
+        if self._observer is None or row["name"] not in self._registry:
+            return
+        try:
+            self._observer(
+                row["name"], completion.queue, (row["execution_duration_ms"] or 0) / 1000
+            )
+        except Exception:
+            log.warning("the step observer failed", exc_info=True)
 
     def _release(self, connection: sa.Connection, worker_id: str, ids: list[int]) -> None:
         """Give back claimed steps that were not started; tell idle workers they are due."""
