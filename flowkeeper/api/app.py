@@ -12,8 +12,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import flowkeeper
+from flowkeeper.api import callbacks as callback_routes
 from flowkeeper.api.auth import EngineDep
 from flowkeeper.api.keys import KeyStore
+from flowkeeper.api.metrics import install_metrics
 from flowkeeper.api.problems import (
     NOT_READY,
     PROBLEM_MEDIA_TYPE,
@@ -39,6 +41,8 @@ _ERRORS = {
     413: "The request body is too large.",
     422: "The request is malformed or its values are not acceptable.",
     500: "An unexpected error (logged on the server).",
+    502: "A tenant's callback service failed (no answer in time, an error status, or an "
+    "answer of the wrong shape); nothing was changed.",
     503: "The database is unavailable, its schema is not current, or the server lacks code "
     "the scheme needs.",
 }
@@ -57,12 +61,17 @@ whose `type` URI is stable; `detail` is for humans.
 
 
 def create_app(
-    engine: Engine, *, key_cache_seconds: float = 5.0, keys: KeyStore | None = None
+    engine: Engine,
+    *,
+    key_cache_seconds: float = 5.0,
+    keys: KeyStore | None = None,
+    metrics: bool = True,
 ) -> FastAPI:
     """The HTTP API over ``engine``, as a FastAPI app (mount it in your own, or serve it).
 
     ``key_cache_seconds``: how long a verified API key is trusted without asking the
-    database again (so how long a revoked key may still work).
+    database again (so how long a revoked key may still work). ``metrics``: serve
+    ``GET /metrics`` (Prometheus, no authentication; see :mod:`flowkeeper.api.metrics`).
     """
     if not isinstance(engine, Engine):
         raise InvalidArgument(
@@ -79,11 +88,13 @@ def create_app(
     app.state.flowkeeper_engine = engine
     app.state.flowkeeper_keys = keys or KeyStore(engine, cache_seconds=key_cache_seconds)
     api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
-    for module in (schemes, processes, steps, key_routes):
+    for module in (schemes, processes, steps, key_routes, callback_routes):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(_health_router())
     install_problem_handlers(app)
+    if metrics:
+        install_metrics(app, engine)  # after the problem handlers: it times what they answer
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowkeeper import errors as fk
 from flowkeeper.api.keys import ApiKeyNotFound
+from flowkeeper.processes.callbacks import CallbackNotFound
 
 PROBLEM_BASE = "https://flowkeeper.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -80,7 +81,9 @@ ERROR_PROBLEMS: dict[type[fk.FlowkeeperError], Kind] = {
     fk.EndlessLoop: Kind(422, "endless-loop", "Endless loop of automatic transitions"),
     fk.SchemeUpdateError: Kind(409, "scheme-update-failed", "Scheme update not possible"),
     fk.FeatureNotSupported: Kind(422, "feature-not-supported", "Feature not supported"),
+    fk.CallbackFailed: Kind(502, "callback-failed", "Callback failed"),
     ApiKeyNotFound: Kind(404, "api-key-not-found", "API key not found"),
+    CallbackNotFound: Kind(404, "callback-not-found", "Callback not found"),
 }
 """Status and type of every Flowkeeper error (a subclass not listed takes its base's)."""
 
@@ -150,6 +153,8 @@ def problem_of(error: fk.FlowkeeperError) -> ApiProblem:
         extra["errors"] = list(error.errors)
     if isinstance(error, fk.SingletonExists):
         extra["names"] = list(error.names)
+    if isinstance(error, fk.CallbackFailed):
+        extra["callback"] = {"kind": error.kind, "name": error.name, "url": error.url}
     return ApiProblem(kind_of(error), str(error), extra=extra)
 
 
@@ -319,6 +324,15 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
         "instance": {"type": "string"},
         "errors": {"type": "array", "items": {}},
         "names": {"type": "array", "items": {"type": "string"}},
+        "callback": {
+            "type": "object",
+            "description": "The failed callback (502 callback-failed): its kind, name and URL.",
+            "properties": {
+                "kind": {"type": "string"},
+                "name": {"type": "string"},
+                "url": {"type": "string"},
+            },
+        },
     },
     "additionalProperties": True,
 }

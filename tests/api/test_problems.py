@@ -45,6 +45,7 @@ EXPECTED = {
     "EndlessLoop": (422, "endless-loop"),
     "SchemeUpdateError": (409, "scheme-update-failed"),
     "FeatureNotSupported": (422, "feature-not-supported"),
+    "CallbackFailed": (502, "callback-failed"),
     "ApiKeyNotFound": (404, "api-key-not-found"),
 }
 

@@ -11,10 +11,11 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from flowkeeper.api.auth import AdminOrService, AnyKey, EngineDep, Principal, acting_identity
 from flowkeeper.api.fields import NO_NUL
+from flowkeeper.api.metrics import record_command
 from flowkeeper.api.problems import COMMAND_NOT_PERMITTED, INVALID_CURSOR, ApiProblem, problem_of
 from flowkeeper.api.schemas import (
     CommandExecute,
@@ -162,6 +163,7 @@ def execute_command(
     command: Annotated[str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)],
     principal: AnyKey,
     engine: EngineDep,
+    request: Request,
     body: CommandExecute | None = None,
 ) -> ExecutionOut:
     """Execute ``command`` as ``identity``: 409 if it is not available in the current
@@ -176,6 +178,7 @@ def execute_command(
         )
     except CommandNotAvailable as error:
         raise command_problem(engine, process_id, command, error) from None
+    record_command(request, result.executed)
     return ExecutionOut(
         executed=result.executed,
         process=ProcessOut.of(result.process),
