@@ -172,15 +172,15 @@ class Metrics:
     def queue_sizes(self) -> dict[str, int] | None:
         """Steps per queue, read at most every ``queue_cache_seconds`` (None if unreadable)."""
         now = self._clock()
-        cached = self._queues
-        if cached is not None and cached[0] > now:
+        cached = self._queues  # (when read, counts)
+        if cached is not None and now - cached[0] < self.queue_cache_seconds:
             return cached[1]
         try:
             counts = self._engine.count()
         except FlowkeeperError as error:
             logger.warning("metrics: the step queues cannot be counted: %s", error)
             return None
-        self._queues = (now + self.queue_cache_seconds, counts)
+        self._queues = (now, counts)
         return counts
 
     def render(self) -> str:

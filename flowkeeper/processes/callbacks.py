@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,12 +99,18 @@ class Callback:
     id: str
     tenant_id: str
     url: str
-    token: str | None = field(repr=False)
+    token: str | None
     actions: tuple[str, ...]
     conditions: tuple[str, ...]
     rules: tuple[str, ...]
     timeout_ms: int
     created_at: datetime
+
+    def __repr__(self) -> str:  # never the token, nor credentials or a query in the URL
+        return (
+            f"Callback(id={self.id!r}, tenant_id={self.tenant_id!r}, url={self.shown_url!r}, "
+            f"actions={self.actions!r}, conditions={self.conditions!r}, rules={self.rules!r})"
+        )
 
     @property
     def shown_url(self) -> str:
