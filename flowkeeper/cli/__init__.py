@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from flowkeeper.cli.bench import bench
+from flowkeeper.cli.callbacks import callbacks_app
 from flowkeeper.cli.common import (
     DatabaseOption,
     JsonOption,
@@ -42,6 +43,7 @@ app.add_typer(steps_app, name="steps")
 app.add_typer(schemes_app, name="schemes")
 app.add_typer(processes_app, name="processes")
 app.add_typer(keys_app, name="keys")
+app.add_typer(callbacks_app, name="callbacks")
 app.command()(bench)
 app.command()(serve)
 
