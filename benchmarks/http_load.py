@@ -1,0 +1,1036 @@
+"""HTTP load on ``flowkeeper serve``, beside the same operations through the Python API.
+
+    python benchmarks/http_load.py [--database URL] [--duration 10] [--clients 16]
+        [--processes 256] [--client-processes 1] [--json]
+
+1. Migrates the database, makes an admin key with ``flowkeeper keys create``, starts
+   ``flowkeeper serve --no-workers`` on a free loopback port (or, with ``--server uvicorn``,
+   uvicorn over ``create_app(engine)`` with the settings given here), uploads a ping-pong
+   scheme (A ⇄ B by the commands Go and Back, no restrictions) as JSON and creates
+   ``--processes`` processes through the API.
+2. Times, for ``--duration`` seconds after ``--warmup`` seconds:
+
+   - ``POST /api/v1/processes/{id}/commands/{Go|Back}``: each of ``--clients`` concurrent
+     clients (asyncio tasks on one ``httpx.AsyncClient`` with a pool of as many connections)
+     on its own share of the processes, alternating Go and Back;
+   - ``GET /api/v1/processes/{id}`` the same way;
+   - in the same run, the *ceiling*: ``engine.processes.execute`` and ``engine.processes.get``
+     on the same processes and database, with as many threads as clients, in this process.
+
+   It prints requests/s, p50/p95/p99 latency, the ratio to the ceiling, and the CPU used by
+   the server, by the load generator and by the whole machine (cores busy on average).
+
+The load generator shares the machine's cores with the server and the database: its CPU is
+reported so you can see what it took. ``--client-processes N`` runs the clients in N
+processes of their own (in addition to the server's).
+
+``FK_HTTP_BENCH_PROFILE=path.prof`` with ``--server uvicorn`` profiles the server with
+cProfile in every thread (the event loop and the thread pool that runs the routes) and writes
+the merged statistics to ``path.prof`` when it stops (``python -m pstats path.prof``).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_DATABASE = "postgresql://root@127.0.0.1:5432/fk_bench_http"
+TENANT = "http-bench"
+SCHEME = "HttpPingPong"
+PING_PONG: dict[str, Any] = {
+    "name": SCHEME,
+    "activities": [{"name": "A", "state": "A", "initial": True}, {"name": "B", "state": "B"}],
+    "transitions": [
+        {"name": "A_B", "from": "A", "to": "B", "trigger": {"type": "Command", "name": "Go"}},
+        {"name": "B_A", "from": "B", "to": "A", "trigger": {"type": "Command", "name": "Back"}},
+    ],
+    "commands": [{"name": "Go"}, {"name": "Back"}],
+}
+"""A ⇄ B by Go and Back, without restrictions, conditions or actions (the scheme's JSON shape)."""
+NEXT_COMMAND = {"A": "Go", "B": "Back"}
+OTHER = {"A": "B", "B": "A"}
+FLOWKEEPER = [sys.executable, "-m", "flowkeeper.cli"]
+PROFILE_VARIABLE = "FK_HTTP_BENCH_PROFILE"
+OPERATIONS = ("command", "get")
+
+
+@dataclass
+class Config:
+    """What to run, and how the server is started."""
+
+    database: str = DEFAULT_DATABASE
+    duration: float = 10.0
+    warmup: float = 1.0
+    clients: int = 16
+    processes: int = 256
+    operations: Sequence[str] = OPERATIONS
+    ceiling: bool = True
+    client_processes: int = 1
+    server: str = "serve"
+    """``serve`` (the ``flowkeeper serve`` command) or ``uvicorn`` (this script's own launch
+    of uvicorn over ``create_app``, with the settings below)."""
+    log_level: str = "warning"
+    with_workers: bool = False
+    """``serve`` only: run the step workers too (``--no-workers`` otherwise)."""
+    http: str = "auto"
+    loop: str = "auto"
+    server_processes: int = 1
+    """``uvicorn`` only: uvicorn's ``workers`` (processes)."""
+    thread_tokens: int = 0
+    """``uvicorn`` only: the thread pool's size for the routes (0: anyio's default, 40)."""
+    key_cache_seconds: float = 5.0
+    """``uvicorn`` only: ``create_app(key_cache_seconds=…)``."""
+    access_log: bool = True
+    """``uvicorn`` only: uvicorn's access log (written at log level info)."""
+    pool_size: int = 0
+    """``uvicorn`` only: the SQLAlchemy pool's ``pool_size`` (0: Flowkeeper's default); the
+    ceiling's engine gets the same pool settings as the server's."""
+    max_overflow: int = -1
+    """``uvicorn`` only: the pool's ``max_overflow`` (-1: Flowkeeper's default)."""
+    pre_ping: bool = True
+    """``uvicorn`` only: ``pool_pre_ping`` (a ``SELECT 1`` before each checkout)."""
+    variants: Sequence[str] = ()
+    """``uvicorn`` only: what-if changes to the app (see :data:`VARIANTS`)."""
+    server_log: str | None = None
+    """Where to keep the server's output (a temporary file otherwise)."""
+
+    def engine_options(self) -> dict[str, Any]:
+        """The pool settings given, as ``fk.Engine(url, **options)`` takes them."""
+        options: dict[str, Any] = {}
+        if self.pool_size:
+            options["pool_size"] = self.pool_size
+        if self.max_overflow >= 0:
+            options["max_overflow"] = self.max_overflow
+        if not self.pre_ping:
+            options["pool_pre_ping"] = False
+        return options
+
+
+@dataclass
+class Measured:
+    """One operation timed one way."""
+
+    operation: str
+    via: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    client_cpu: float
+    """Cores the load generator (or, for the ceiling, this process) used on average."""
+    server_cpu: float | None
+    """Cores the server's processes used on average."""
+    machine_cpu: float | None
+    """Cores busy on the whole machine on average (the database, other work included)."""
+    ceiling_rate: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        return self.rate / self.ceiling_rate if self.ceiling_rate else None
+
+    @property
+    def server_ms_per_request(self) -> float | None:
+        """The server's CPU time per answered request, in milliseconds."""
+        if self.via != "http" or self.server_cpu is None or not self.requests:
+            return None
+        return self.server_cpu * self.seconds / self.requests * 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "rate": self.rate,
+            "ratio": self.ratio,
+            "server_ms_per_request": self.server_ms_per_request,
+        }
+
+
+@dataclass
+class Report:
+    """A whole run: its settings and every measurement."""
+
+    config: dict[str, Any]
+    results: list[Measured] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "results": [r.to_dict() for r in self.results]}
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of sorted values, nearest rank; 0 if there are none."""
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def own_cpu() -> float:
+    """CPU seconds this process used so far (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu(pid: int) -> float | None:
+    """CPU seconds used so far by process ``pid`` and its descendants (Linux ``/proc``)."""
+    try:
+        parents: dict[int, int] = {}
+        times: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            parents[int(entry)] = int(fields[1])
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
+    except OSError:
+        return None
+    wanted, total = [pid], 0.0
+    while wanted:
+        current = wanted.pop()
+        total += times.get(current, 0.0)
+        wanted.extend(child for child, parent in parents.items() if parent == current)
+    return total
+
+
+def machine_busy() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far (``/proc/stat``)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    values = [int(v) / TICKS for v in first[:8]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+class CpuWindow:
+    """Cores used on average between :meth:`start` and :meth:`stop` by the server's process
+    tree and by the machine."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def start(self) -> None:
+        self.server0 = tree_cpu(self.server_pid) if self.server_pid else None
+        self.machine0 = machine_busy()
+        self.wall0 = time.monotonic()
+
+    def stop(self) -> tuple[float | None, float | None]:
+        wall = time.monotonic() - self.wall0
+        server = tree_cpu(self.server_pid) if self.server_pid else None
+        machine = machine_busy()
+        server_cores = (
+            None if server is None or self.server0 is None else (server - self.server0) / wall
+        )
+        machine_cores = None
+        if machine is not None and self.machine0 is not None and machine[1] > self.machine0[1]:
+            share = (machine[0] - self.machine0[0]) / (machine[1] - self.machine0[1])
+            machine_cores = share * (os.cpu_count() or 1)
+        return server_cores, machine_cores
+
+
+@dataclass
+class LoadResult:
+    """What one load generator (a process of clients, or the ceiling's threads) saw."""
+
+    requests: int
+    errors: int
+    latencies: list[float]
+    cpu_seconds: float
+    activities: dict[str, str]
+    first_error: str | None = None
+
+
+def shares(items: Sequence[str], parts: int) -> list[list[str]]:
+    """``items`` dealt round-robin into ``parts`` lists (the processes each client owns)."""
+    return [list(items[i::parts]) for i in range(parts)]
+
+
+# -- the HTTP load -----------------------------------------------------------------------------
+
+
+@dataclass
+class HttpLoad:
+    """One load generator's job: its clients, the processes each one owns, the window."""
+
+    base: str
+    key: str
+    operation: str
+    owned: list[list[str]]
+    activities: dict[str, str]
+    start_at: float
+    """``time.time()`` at which the warm-up starts (so that several processes start together)."""
+    warmup: float
+    duration: float
+
+
+def run_http_load(job: HttpLoad) -> LoadResult:
+    """Run the job's clients (in this process, on a new event loop) and return what they saw."""
+    return asyncio.run(_http_load(job))
+
+
+async def _http_load(job: HttpLoad) -> LoadResult:
+    activities = dict(job.activities)
+    latencies: list[float] = []
+    counts = {"requests": 0, "errors": 0}
+    first_error: list[str] = []
+    limits = httpx.Limits(max_connections=len(job.owned), max_keepalive_connections=len(job.owned))
+    headers = {"Authorization": f"Bearer {job.key}"}
+    async with httpx.AsyncClient(
+        base_url=job.base, headers=headers, limits=limits, timeout=30
+    ) as client:
+        delay = job.start_at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        begin = time.perf_counter()
+        measure_from = begin + job.warmup
+        measure_to = measure_from + job.duration
+        cpu: list[float] = []
+
+        async def one_client(owned: list[str]) -> None:
+            turn = 0
+            while True:
+                pid = owned[turn % len(owned)]
+                turn += 1
+                started = time.perf_counter()
+                if started >= measure_to:
+                    return
+                if job.operation == "command":
+                    command = NEXT_COMMAND[activities[pid]]
+                    response = await client.post(f"/api/v1/processes/{pid}/commands/{command}")
+                    if response.status_code in (200, 409):  # 409: it was in the other one
+                        activities[pid] = OTHER[activities[pid]]
+                else:
+                    response = await client.get(f"/api/v1/processes/{pid}")
+                ended = time.perf_counter()
+                if measure_from <= started and ended <= measure_to:
+                    if response.status_code == 200:
+                        counts["requests"] += 1
+                        latencies.append(ended - started)
+                    else:
+                        counts["errors"] += 1
+                        if not first_error:
+                            first_error.append(f"{response.status_code} {response.text[:300]}")
+
+        async def cpu_marks() -> None:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            cpu.append(own_cpu())
+            await asyncio.sleep(max(0.0, measure_to - time.perf_counter()))
+            cpu.append(own_cpu())
+
+        await asyncio.gather(cpu_marks(), *(one_client(o) for o in job.owned if o))
+    return LoadResult(
+        counts["requests"],
+        counts["errors"],
+        latencies,
+        cpu[1] - cpu[0] if len(cpu) == 2 else 0.0,
+        activities,
+        first_error[0] if first_error else None,
+    )
+
+
+def http_phase(
+    config: Config, base: str, key: str, operation: str, ids: list[str], activities: dict[str, str]
+) -> list[LoadResult]:
+    """The HTTP load of one operation, in this process or in ``client_processes`` processes."""
+    owned = shares(ids, config.clients)
+    parts = max(1, min(config.client_processes, config.clients))
+    if parts == 1:
+        job = HttpLoad(
+            base, key, operation, owned, activities, time.time(), config.warmup, config.duration
+        )
+        return [run_http_load(job)]
+    start_at = time.time() + 3.0  # the spawned processes import httpx meanwhile
+    jobs = [
+        HttpLoad(
+            base,
+            key,
+            operation,
+            owned[i::parts],
+            {p: activities[p] for share in owned[i::parts] for p in share},
+            start_at,
+            config.warmup,
+            config.duration,
+        )
+        for i in range(parts)
+    ]
+    with multiprocessing.get_context("spawn").Pool(parts) as pool:
+        return pool.map(run_http_load, jobs)
+
+
+# -- the ceiling: the Python API in threads ----------------------------------------------------
+
+
+def python_phase(
+    config: Config, engine: Any, operation: str, ids: list[str], activities: dict[str, str]
+) -> LoadResult:
+    """The same operation through ``engine.processes`` with one thread per client."""
+    owned = shares(ids, config.clients)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    counts = {"requests": 0, "errors": 0}
+    first_error: list[str] = []
+    barrier = threading.Barrier(len(owned) + 1)
+    window: list[float] = []
+
+    def one_client(mine: list[str]) -> None:
+        local: list[float] = []
+        requests = errors = 0
+        barrier.wait()
+        measure_from, measure_to = window
+        turn = 0
+        while mine:
+            pid = mine[turn % len(mine)]
+            turn += 1
+            started = time.perf_counter()
+            if started >= measure_to:
+                break
+            failed = None
+            try:
+                if operation == "command":
+                    engine.processes.execute(pid, NEXT_COMMAND[activities[pid]])
+                    activities[pid] = OTHER[activities[pid]]
+                else:
+                    engine.processes.get(pid)
+            except Exception as error:
+                failed = f"{type(error).__name__}: {error}"
+            ended = time.perf_counter()
+            if measure_from <= started and ended <= measure_to:
+                if failed is None:
+                    requests += 1
+                    local.append(ended - started)
+                else:
+                    errors += 1
+                    if not first_error:
+                        first_error.append(failed)
+        with lock:
+            latencies.extend(local)
+            counts["requests"] += requests
+            counts["errors"] += errors
+
+    threads = [threading.Thread(target=one_client, args=(o,)) for o in owned]
+    for thread in threads:
+        thread.start()
+    begin = time.perf_counter()
+    window[:] = [begin + config.warmup, begin + config.warmup + config.duration]
+    barrier.wait()
+    time.sleep(max(0.0, window[0] - time.perf_counter()))
+    cpu0 = own_cpu()
+    time.sleep(max(0.0, window[1] - time.perf_counter()))
+    cpu1 = own_cpu()
+    for thread in threads:
+        thread.join()
+    return LoadResult(
+        counts["requests"],
+        counts["errors"],
+        latencies,
+        cpu1 - cpu0,
+        activities,
+        first_error[0] if first_error else None,
+    )
+
+
+def summarise(
+    operation: str,
+    via: str,
+    results: list[LoadResult],
+    seconds: float,
+    cpu: tuple[float | None, float | None],
+) -> Measured:
+    latencies = sorted(x for r in results for x in r.latencies)
+    return Measured(
+        operation=operation,
+        via=via,
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        seconds=seconds,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p95_ms=percentile(latencies, 0.95) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        max_ms=(latencies[-1] if latencies else 0.0) * 1000,
+        client_cpu=sum(r.cpu_seconds for r in results) / seconds,
+        server_cpu=cpu[0],
+        machine_cpu=cpu[1],
+    )
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def flowkeeper(*args: str) -> str:
+    """Run the ``flowkeeper`` command line; its standard output."""
+    done = subprocess.run(
+        [*FLOWKEEPER, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"flowkeeper {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def server_command(config: Config, port: int) -> list[str]:
+    if config.server == "serve":
+        return [
+            *FLOWKEEPER, "serve", "--database", config.database, "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", config.log_level,
+            *([] if config.with_workers else ["--no-workers"]),
+        ]  # fmt: skip
+    if config.server == "uvicorn":
+        return [
+            sys.executable, str(Path(__file__).resolve()), "_serve", "--database", config.database,
+            "--port", str(port), "--log-level", config.log_level, "--http", config.http,
+            "--loop", config.loop, "--server-processes", str(config.server_processes),
+            "--thread-tokens", str(config.thread_tokens),
+            "--key-cache-seconds", str(config.key_cache_seconds),
+            "--engine-options", json.dumps(config.engine_options()),
+            "--variants", ",".join(config.variants),
+            *([] if config.access_log else ["--no-access-log"]),
+        ]  # fmt: skip
+    raise ValueError(f"--server is serve or uvicorn, not {config.server!r}")
+
+
+@contextlib.contextmanager
+def running_server(config: Config, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The server as a subprocess on a free port, until the block ends; its URL and process."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            server_command(config, port), stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.1)
+            yield base, process
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def create_processes(base: str, key: str, count: int, concurrency: int) -> list[str]:
+    """Upload the ping-pong scheme and create ``count`` processes through the API."""
+
+    async def create() -> list[str]:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+            saved = await client.post("/api/v1/schemes", json=PING_PONG)
+            if saved.status_code != 201:
+                raise RuntimeError(f"uploading the scheme failed: {saved.text}")
+            made: list[str] = []
+            semaphore = asyncio.Semaphore(concurrency)
+
+            async def one() -> None:
+                async with semaphore:
+                    response = await client.post("/api/v1/processes", json={"scheme": SCHEME})
+                    if response.status_code != 201:
+                        raise RuntimeError(f"creating a process failed: {response.text}")
+                    made.append(response.json()["id"])
+
+            await asyncio.gather(*(one() for _ in range(count)))
+            return sorted(made)
+
+    return asyncio.run(create())
+
+
+# -- a run -------------------------------------------------------------------------------------
+
+
+def run(config: Config, progress: Callable[[str], None] | None = None) -> Report:
+    """Start the server, make the processes, time every operation beside its ceiling."""
+    import flowkeeper as fk
+
+    say = progress or (lambda _text: None)
+    if config.clients < 1 or config.processes < config.clients:
+        raise ValueError("need at least one client and at least as many processes as clients")
+    flowkeeper("migrate", "--database", config.database)
+    key_args = ["--role", "admin", "--tenant", TENANT, "--description", "benchmarks/http_load.py"]
+    made = json.loads(
+        flowkeeper("keys", "create", *key_args, "--database", config.database, "--json")
+    )
+    report = Report(config=asdict(config) | {"cpus": os.cpu_count()})
+    engine = fk.Engine(config.database, **config.engine_options())
+    ids: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="fk-http-load-") as directory:
+            log = Path(config.server_log or Path(directory) / "server.log")
+            with running_server(config, log) as (base, server):
+                say(f"server on {base} ({config.server}); creating {config.processes} processes")
+                ids = create_processes(base, made["key"], config.processes, config.clients)
+                activities = dict.fromkeys(ids, "A")
+                where = (base, made["key"], server.pid)
+                for operation in config.operations:
+                    found = measure(config, engine, operation, activities, where, say)
+                    report.results.extend(found)
+    finally:
+        for pid in ids:
+            with contextlib.suppress(fk.FlowkeeperError):
+                engine.processes.delete(pid)
+        with contextlib.suppress(fk.FlowkeeperError):
+            from flowkeeper.api.keys import KeyStore
+
+            KeyStore(engine).revoke(made["id"])
+        engine.close()
+    return report
+
+
+def measure(
+    config: Config,
+    engine: Any,
+    operation: str,
+    activities: dict[str, str],
+    server: tuple[str, str, int],
+    say: Callable[[str], None],
+) -> list[Measured]:
+    """One operation over HTTP, then through the Python API (unless ``ceiling`` is off).
+
+    ``activities``: where each process is (A or B), kept up to date; ``server``: its URL, the
+    key, its process id.
+    """
+    base, key, server_pid = server
+    ids = sorted(activities)
+    window = CpuWindow(server_pid)
+    say(f"{operation}: HTTP, {config.clients} clients, {config.duration:g} s")
+    window.start()
+    loads = http_phase(config, base, key, operation, ids, activities)
+    http = summarise(operation, "http", loads, config.duration, window.stop())
+    for load in loads:
+        activities.update(load.activities)
+    if http.errors:
+        say(f"  {http.errors} errors, the first: {next(x.first_error for x in loads if x.errors)}")
+    if not config.ceiling:
+        return [http]
+    say(f"{operation}: Python API, {config.clients} threads")
+    window.start()
+    load = python_phase(config, engine, operation, ids, activities)
+    python = summarise(operation, "python", [load], config.duration, window.stop())
+    if python.errors:
+        say(f"  {python.errors} errors, the first: {load.first_error}")
+    http.ceiling_rate = python.rate
+    return [http, python]
+
+
+def table(report: Report) -> str:
+    """The report for humans."""
+    lines = [
+        f"{'operation':<8} {'via':<6} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'errors':>6} {'ratio':>5} {'client':>6} {'server':>6} {'ms/req':>6} "
+        f"{'machine':>7}"
+    ]
+
+    def show(value: float | None, digits: int = 2) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    for r in report.results:
+        lines.append(
+            f"{r.operation:<8} {r.via:<6} {r.rate:>7,.0f} {r.p50_ms:>7.1f} {r.p95_ms:>7.1f} "
+            f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.errors:>6} {show(r.ratio):>5} "
+            f"{r.client_cpu:>6.2f} {show(r.server_cpu):>6} {show(r.server_ms_per_request):>6} "
+            f"{show(r.machine_cpu):>7}"
+        )
+    lines.append(
+        "ratio: HTTP ÷ the Python API (the ceiling) in the same run. client, server, machine: "
+        "cores busy on average (the load generator or, for the ceiling, this process; the "
+        "server's processes; the whole machine). ms/req: the server's CPU per request."
+    )
+    return "\n".join(lines)
+
+
+# -- this script's own server launch (--server uvicorn) ----------------------------------------
+
+
+def make_app() -> Any:
+    """The app of ``--server uvicorn`` (a factory uvicorn's worker processes call too)."""
+    import flowkeeper as fk
+    from flowkeeper.api import create_app
+
+    variants = [v for v in os.environ.get("FK_HTTP_BENCH_VARIANTS", "").split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    if "async-deps" in variants or "async-routes" in variants:
+        use_async_dependencies()
+    options = json.loads(os.environ.get("FK_HTTP_BENCH_ENGINE_OPTIONS", "{}"))
+    engine = fk.Engine(os.environ["FK_HTTP_BENCH_DATABASE"], **options)
+    cache = float(os.environ.get("FK_HTTP_BENCH_KEY_CACHE", "5"))
+    app = create_app(engine, key_cache_seconds=cache)
+    if "async-routes" in variants:
+        app = with_async_routes(app)
+    tokens = int(os.environ.get("FK_HTTP_BENCH_THREAD_TOKENS", "0"))
+    if tokens:
+
+        @app.on_event("startup")
+        async def size_thread_pool() -> None:
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
+
+    return app
+
+
+VARIANTS = ("async-deps", "async-routes")
+"""What-if changes to the app, tried here without touching ``flowkeeper.api``:
+
+- ``async-deps``: the dependencies every route has (``get_engine``, ``get_keys``,
+  ``authenticate``, the role check) as ``async def``, so that FastAPI does not send each one
+  to the thread pool; a key in the store's cache is taken on the event loop, a miss goes to the
+  thread pool.
+- ``async-routes`` (implies ``async-deps``): ``GET /processes/{id}`` and ``POST
+  /processes/{id}/commands/{command}`` as ``async def`` routes that make one trip to the thread
+  pool for the engine calls and the JSON encoding (``model_dump_json``) and return the bytes,
+  instead of a sync route whose return value FastAPI validates again in a second trip.
+"""
+
+
+def use_async_dependencies() -> None:
+    """The ``async-deps`` variant: ``flowkeeper.api.auth``'s dependencies replaced, in this
+    process only, by ``async def`` ones, before the routes that use them are imported."""
+    from typing import Annotated
+
+    from fastapi import Depends, Request
+    from fastapi.security import HTTPAuthorizationCredentials
+    from starlette.concurrency import run_in_threadpool
+
+    from flowkeeper.api import auth
+    from flowkeeper.api.keys import hash_secret
+    from flowkeeper.api.problems import FORBIDDEN, ApiProblem
+    from flowkeeper.engine import Engine
+
+    if any(name.startswith("flowkeeper.api.routes") for name in sys.modules):
+        raise RuntimeError("the async-deps variant must be set up before the routes are imported")
+
+    async def get_engine(request: Request) -> Engine:
+        engine: Engine = request.app.state.flowkeeper_engine
+        return engine
+
+    async def get_keys(request: Request) -> Any:
+        return request.app.state.flowkeeper_keys
+
+    async def authenticate(
+        keys: Annotated[Any, Depends(get_keys)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(auth.bearer)],
+    ) -> auth.Principal:
+        if credentials is None:
+            raise auth._unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        secret = credentials.credentials
+        cached = keys._cache.get(hash_secret(secret))
+        if cached is not None and cached[0] > keys._clock():
+            key = cached[1]  # a cache hit costs a hash: no need for a thread
+        else:
+            key = await run_in_threadpool(keys.verify, secret)
+        if key is None:
+            raise auth._unauthorized("the API key is unknown or revoked")
+        return auth.Principal(key.id, key.tenant_id, key.role, key.identity)
+
+    def require(*roles: str) -> Callable[..., Any]:
+        async def check(
+            principal: Annotated[auth.Principal, Depends(authenticate)],
+        ) -> auth.Principal:
+            if principal.role not in roles:
+                raise ApiProblem(FORBIDDEN, f"a {principal.role} key may not do this")
+            return principal
+
+        return check
+
+    auth.get_engine, auth.get_keys, auth.authenticate, auth.require = (  # type: ignore[assignment]
+        get_engine,
+        get_keys,
+        authenticate,
+        require,
+    )
+    auth.EngineDep = Annotated[Engine, Depends(get_engine)]  # type: ignore[misc]
+    auth.KeysDep = Annotated[Any, Depends(get_keys)]  # type: ignore[misc]
+    auth.AnyKey = Annotated[auth.Principal, Depends(require(auth.ADMIN, auth.SERVICE, auth.USER))]  # type: ignore[misc]
+    auth.AdminOrService = Annotated[auth.Principal, Depends(require(auth.ADMIN, auth.SERVICE))]  # type: ignore[misc]
+    auth.AdminOnly = Annotated[auth.Principal, Depends(require(auth.ADMIN))]  # type: ignore[misc]
+
+
+def with_async_routes(inner: Any) -> Any:
+    """The ``async-routes`` variant: an outer app with the two routes, the rest mounted."""
+    from typing import Annotated
+
+    from fastapi import Depends, FastAPI, Request, Response
+    from starlette.concurrency import run_in_threadpool
+
+    from flowkeeper.api import auth
+    from flowkeeper.api.problems import install_problem_handlers
+    from flowkeeper.api.routes.processes import command_problem, own_process
+    from flowkeeper.api.schemas import CommandExecute, ExecutionOut, HistoryOut, ProcessOut
+    from flowkeeper.errors import CommandNotAvailable
+
+    engine = inner.state.flowkeeper_engine
+    outer = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    outer.state.flowkeeper_engine = engine
+    outer.state.flowkeeper_keys = inner.state.flowkeeper_keys
+    install_problem_handlers(outer)
+    caller = Annotated[auth.Principal, Depends(auth.require(auth.ADMIN, auth.SERVICE, auth.USER))]
+
+    @outer.get("/api/v1/processes/{process_id}")
+    async def get_process(process_id: str, principal: caller) -> Response:
+        def work() -> bytes:
+            return (
+                ProcessOut.of(own_process(engine, principal, process_id)).model_dump_json().encode()
+            )
+
+        return Response(await run_in_threadpool(work), media_type="application/json")
+
+    @outer.post("/api/v1/processes/{process_id}/commands/{command}")
+    async def execute_command(
+        process_id: str, command: str, principal: caller, request: Request
+    ) -> Response:
+        raw = await request.body()
+        body = CommandExecute.model_validate_json(raw) if raw else CommandExecute()
+
+        def work() -> bytes:
+            identity = auth.acting_identity(principal, body.identity)
+            own_process(engine, principal, process_id)
+            try:
+                result = engine.processes.execute(
+                    process_id, command, identity=identity, parameters=body.parameters
+                )
+            except CommandNotAvailable as error:
+                raise command_problem(engine, process_id, command, error) from None
+            return (
+                ExecutionOut(
+                    executed=result.executed,
+                    process=ProcessOut.of(result.process),
+                    transitions=[HistoryOut.of(t) for t in result.transitions],
+                )
+                .model_dump_json()
+                .encode()
+            )
+
+        return Response(await run_in_threadpool(work), media_type="application/json")
+
+    outer.mount("/", inner)
+    return outer
+
+
+class ThreadProfiles:
+    """cProfile in every thread of the process (the event loop's and the route threads')."""
+
+    def __init__(self) -> None:
+        import cProfile
+
+        # CPU time of each thread, not wall time: a thread waiting for the database or for
+        # work costs nothing here.
+        self.make = lambda: cProfile.Profile(time.thread_time)
+        self.profiles: list[Any] = []
+        self.lock = threading.Lock()
+
+    def _in_new_thread(self, *_args: Any) -> None:
+        sys.setprofile(None)
+        profile = self.make()
+        with self.lock:
+            self.profiles.append(profile)
+        profile.enable()
+
+    def start(self) -> None:
+        threading.setprofile(self._in_new_thread)
+        main = self.make()
+        self.profiles.append(main)
+        main.enable()
+
+    def dump(self, path: str) -> None:
+        import pstats
+
+        threading.setprofile(None)  # type: ignore[arg-type]
+        self.profiles[0].disable()
+        stats = pstats.Stats(self.profiles[0])
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(path)
+
+
+def serve_main(argv: Sequence[str]) -> None:
+    """``http_load.py _serve``: uvicorn over create_app with the given settings."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="http_load.py _serve")
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--http", default="auto")
+    parser.add_argument("--loop", default="auto")
+    parser.add_argument("--server-processes", type=int, default=1)
+    parser.add_argument("--thread-tokens", type=int, default=0)
+    parser.add_argument("--key-cache-seconds", type=float, default=5.0)
+    parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--engine-options", default="{}")
+    parser.add_argument("--variants", default="")
+    args = parser.parse_args(argv)
+    os.environ["FK_HTTP_BENCH_VARIANTS"] = args.variants
+    os.environ["FK_HTTP_BENCH_ENGINE_OPTIONS"] = args.engine_options
+    os.environ["FK_HTTP_BENCH_DATABASE"] = args.database
+    os.environ["FK_HTTP_BENCH_KEY_CACHE"] = str(args.key_cache_seconds)
+    os.environ["FK_HTTP_BENCH_THREAD_TOKENS"] = str(args.thread_tokens)
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": args.port,
+        "log_level": args.log_level,
+        "http": args.http,
+        "loop": args.loop,
+        "access_log": not args.no_access_log,
+    }
+    if args.server_processes > 1:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        uvicorn.run(
+            "http_load:make_app",
+            factory=True,
+            workers=args.server_processes,
+            app_dir=str(Path(__file__).resolve().parent),
+            **options,
+        )
+        return
+    profile_path = os.environ.get(PROFILE_VARIABLE)
+    profiles = ThreadProfiles() if profile_path else None
+    app = make_app()
+    if profiles is not None:
+        profiles.start()
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+
+    def stop(signum: int, frame: Any) -> None:
+        # uvicorn raises the signal that stopped it again once it is done: without this
+        # handler that would end the process before the profile is written.
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    try:
+        server.run()
+    finally:
+        if profiles is not None and profile_path:
+            profiles.dump(profile_path)
+        app.state.flowkeeper_engine.close()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def parse_config(argv: Sequence[str]) -> tuple[Config, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", default=DEFAULT_DATABASE, help="Database URL.")
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds timed per phase.")
+    parser.add_argument("--warmup", type=float, default=1.0, help="Seconds before timing.")
+    parser.add_argument("--clients", type=int, default=16, help="Concurrent clients.")
+    parser.add_argument("--processes", type=int, default=256, help="Processes to create.")
+    parser.add_argument(
+        "--operations", default=",".join(OPERATIONS), help="command,get (either or both)."
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="Skip the Python API.")
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="Processes the clients run in."
+    )
+    parser.add_argument("--server", choices=("serve", "uvicorn"), default="serve")
+    parser.add_argument("--log-level", default="warning", help="The server's log level.")
+    parser.add_argument("--with-workers", action="store_true", help="serve: run step workers.")
+    parser.add_argument("--http", default="auto", help="uvicorn: auto, h11 or httptools.")
+    parser.add_argument("--loop", default="auto", help="uvicorn: auto, asyncio or uvloop.")
+    parser.add_argument("--server-processes", type=int, default=1, help="uvicorn: workers.")
+    parser.add_argument("--thread-tokens", type=int, default=0, help="uvicorn: thread pool size.")
+    parser.add_argument("--key-cache-seconds", type=float, default=5.0, help="uvicorn.")
+    parser.add_argument("--no-access-log", action="store_true", help="uvicorn.")
+    parser.add_argument("--pool-size", type=int, default=0, help="uvicorn (and the ceiling).")
+    parser.add_argument("--max-overflow", type=int, default=-1, help="uvicorn (and the ceiling).")
+    parser.add_argument("--no-pre-ping", action="store_true", help="uvicorn (and the ceiling).")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="uvicorn: what-if app changes, comma-separated: async-deps, async-routes.",
+    )
+    parser.add_argument("--server-log", help="Keep the server's output in this file.")
+    parser.add_argument("--json", action="store_true", help="Print JSON.")
+    args = parser.parse_args(argv)
+    operations = [o.strip() for o in args.operations.split(",") if o.strip()]
+    if not operations or set(operations) - set(OPERATIONS):
+        parser.error(f"--operations takes {', '.join(OPERATIONS)}")
+    config = Config(
+        database=args.database,
+        duration=args.duration,
+        warmup=args.warmup,
+        clients=args.clients,
+        processes=args.processes,
+        operations=operations,
+        ceiling=not args.no_ceiling,
+        client_processes=args.client_processes,
+        server=args.server,
+        log_level=args.log_level,
+        with_workers=args.with_workers,
+        http=args.http,
+        loop=args.loop,
+        server_processes=args.server_processes,
+        thread_tokens=args.thread_tokens,
+        key_cache_seconds=args.key_cache_seconds,
+        access_log=not args.no_access_log,
+        pool_size=args.pool_size,
+        max_overflow=args.max_overflow,
+        pre_ping=not args.no_pre_ping,
+        server_log=args.server_log,
+        variants=[v.strip() for v in args.variants.split(",") if v.strip()],
+    )
+    return config, args.json
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_serve"]:
+        serve_main(argv[1:])
+        return
+    config, as_json = parse_config(argv)
+    report = run(config, progress=None if as_json else print)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(table(report))
+
+
+if __name__ == "__main__":
+    main()
