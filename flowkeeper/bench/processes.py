@@ -45,6 +45,7 @@ from flowkeeper.processes.model import (
     TriggerType,
 )
 from flowkeeper.storage.database import kind_of
+from flowkeeper.storage.driver import DriverStatement, observing_driver_cursors
 from flowkeeper.storage.tables import process_history, schemes
 from flowkeeper.storage.tables import processes as process_table
 
@@ -330,9 +331,9 @@ class _Baseline:
             .values({name: sa.bindparam(f"new_{name}") for name in changed})
         )
         insert = process_history.insert()
-        self._select = _Compiled(select, dialect)
-        self._update = _Compiled(update, dialect)
-        self._insert = _Compiled(
+        self._select = DriverStatement(select, dialect)
+        self._update = DriverStatement(update, dialect)
+        self._insert = DriverStatement(
             insert, dialect, column_keys=[c.name for c in process_history.columns]
         )
         self._columns = {c.name: i for i, c in enumerate(process_table.columns)}
@@ -417,25 +418,10 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-class _Compiled:
-    """A Core statement compiled once for a dialect, run with the driver's own parameters."""
-
-    def __init__(self, statement: Any, dialect: sa.Dialect, **options: Any) -> None:
-        compiled = statement.compile(dialect=dialect, **options)
-        self.sql = compiled.string
-        self.order = list(compiled.positiontup or []) if compiled.positional else None
-
-    def execute(self, cursor: Any, values: dict[str, Any]) -> None:
-        if self.order is None:
-            cursor.execute(self.sql, values)
-        else:
-            cursor.execute(self.sql, [values[name] for name in self.order])
-
-
 def _costs(engine: fk.Engine) -> dict[str, float]:
     """What one execute costs, counted on a probe process after the timed runs: statements
-    sent through SQLAlchemy (BEGIN IMMEDIATE included on SQLite; commits apart), commits,
-    and pool checkouts (each a ping round trip where ``pool_pre_ping`` is on)."""
+    (through SQLAlchemy or on the driver's cursor; BEGIN and COMMIT apart), commits, and
+    pool checkouts (each a ping round trip where ``pool_pre_ping`` is on)."""
     counts = dict.fromkeys(("statements", "commits", "checkouts"), 0)
 
     def counter(name: str) -> Callable[..., None]:
@@ -454,8 +440,9 @@ def _costs(engine: fk.Engine) -> dict[str, float]:
     for target, name, listener in listeners:
         event.listen(target, name, listener)
     try:
-        for command in itertools.islice(itertools.cycle(("Go", "Back")), moves):
-            engine.processes.execute(probe, command, identity=f"{PREFIX}probe")
+        with observing_driver_cursors(counter("statements")):
+            for command in itertools.islice(itertools.cycle(("Go", "Back")), moves):
+                engine.processes.execute(probe, command, identity=f"{PREFIX}probe")
     finally:
         for target, name, listener in listeners:
             event.remove(target, name, listener)

@@ -183,19 +183,6 @@ class ProcessRegistry:
             raise ActionNotRegistered(_missing("rule", name, "rule"))
         return found
 
-    def missing_for(self, actions: set[str], conditions: set[str], rules: set[str]) -> list[str]:
-        """Which of these names nothing is registered for, described for an error."""
-        problems = [f"action {n!r}" for n in sorted(actions) if not self._has_action(n)]
-        problems += [f"condition {n!r}" for n in sorted(conditions) if not self._has_cond(n)]
-        problems += [f"rule {n!r}" for n in sorted(rules) if n not in self._rules]
-        return problems
-
-    def _has_action(self, name: str) -> bool:
-        return name in self._actions or name in self._builtin_actions
-
-    def _has_cond(self, name: str) -> bool:
-        return name in self._conditions or name in self._builtin_conditions
-
 
 class _TenantAction:
     """An action or condition looked up when called: the process's tenant's callback of that

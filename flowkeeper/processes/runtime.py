@@ -473,6 +473,7 @@ class ProcessRuntime:
         fired: tuple[int, str] | None = None,
     ) -> Process:
         now = utcnow()
+        stored = persistent_values(live.scheme, live.parameters.stored())
         values = {
             "pid": live.id,
             "expected": row.row_version,
@@ -480,7 +481,7 @@ class ProcessRuntime:
             "activity": live.activity,
             "state": live.state,
             "status": live.status.value,
-            "parameters": _stored_parameters(live),
+            "parameters": encode_parameters(stored),
             "updated_at": now,
             "row_version": row.row_version + 1,
             "history_length": row.history_length + len(moves),
@@ -492,24 +493,21 @@ class ProcessRuntime:
             )
         self._rows.append_history(conn, _history_rows(live.id, row.history_length, moves))
         rearm(conn, self._rows, self._add_steps, live, left=left, now=now, fired=fired)
-        return process_from_row(
-            _RowView(
-                id=live.id,
-                scheme_code=row.scheme_code,
-                tenant_id=row.tenant_id,
-                parent_id=row.parent_id,
-                root_id=row.root_id,
-                created_at=row.created_at,
-                **{k: v for k, v in values.items() if k not in ("pid", "expected")},
-            )
+        return Process(
+            id=live.id,
+            scheme_code=row.scheme_code,
+            scheme_version=live.scheme_version,
+            activity=live.activity,
+            state=live.state,
+            status=live.status,
+            parameters=stored,
+            tenant_id=row.tenant_id or None,
+            parent_id=row.parent_id,
+            root_id=row.root_id,
+            created_at=row.created_at,
+            updated_at=now,
+            row_version=row.row_version + 1,
         )
-
-
-class _RowView:
-    """Attribute access over a dict, to build a :class:`Process` from values just written."""
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
 
 
 def _stored_parameters(live: LiveProcess) -> str:

@@ -15,7 +15,22 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from flowkeeper.processes.records import HistoryRecord, Process, ProcessStatus
+from flowkeeper.storage.driver import DriverStatement, driver_cursor, loaded_time, stored_time
 from flowkeeper.storage.tables import process_history, processes, schemes, steps_ready
+
+_PROCESS_COLUMNS = [c.name for c in processes.columns]
+_HISTORY_COLUMNS = [c.name for c in process_history.columns]
+
+
+class _StoredProcess:
+    """A process row read on the driver's cursor (attribute access, aware datetimes)."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        row = dict(zip(_PROCESS_COLUMNS, values, strict=True))
+        row["created_at"] = loaded_time(row["created_at"])
+        row["updated_at"] = loaded_time(row["updated_at"])
+        self.__dict__.update(row)
+
 
 TIMER_STEP = "flowkeeper/process-timer"
 """The step name of process timers (the step's search key is the process id)."""
@@ -39,6 +54,8 @@ class ProcessRows:
 
     def __init__(self, kind: str) -> None:
         self._for_update = kind != "sqlite"  # SQLite's BEGIN IMMEDIATE already serialises
+        self._sqlite = kind == "sqlite"
+        self._driver: dict[str, DriverStatement] | None = None
         p = processes.c
         self._select = sa.select(processes).where(p.id == sa.bindparam("pid"))
         self._select_locked = self._select.with_for_update() if self._for_update else self._select
@@ -69,10 +86,25 @@ class ProcessRows:
             steps_ready.c.search_key == sa.bindparam("pid"),
         )
 
-    def load(self, conn: sa.Connection, pid: str, *, lock: bool) -> sa.Row[Any] | None:
+    def _statements(self, conn: sa.Connection) -> dict[str, DriverStatement]:
+        if self._driver is None:
+            d = conn.dialect
+            self._driver = {
+                "select": DriverStatement(self._select_locked, d),
+                "update": DriverStatement(self._update, d),
+                "history": DriverStatement(self._insert_history, d, column_keys=_HISTORY_COLUMNS),
+            }
+        return self._driver
+
+    def load(self, conn: sa.Connection, pid: str, *, lock: bool) -> Any:
         """The process row (locked until the transaction ends when ``lock``)."""
-        statement = self._select_locked if lock else self._select
-        return conn.execute(statement, {"pid": pid}).first()
+        if not lock:
+            return conn.execute(self._select, {"pid": pid}).first()
+        select = self._statements(conn)["select"]
+        with driver_cursor(conn) as cursor:
+            cursor.execute(select.sql, select.args({"pid": pid}))
+            values = cursor.fetchone()
+        return None if values is None else _StoredProcess(values)
 
     def exists(self, conn: sa.Connection, pid: str) -> bool:
         """Whether a process with this id exists."""
@@ -89,7 +121,11 @@ class ProcessRows:
 
     def update(self, conn: sa.Connection, values: dict[str, Any]) -> bool:
         """Write a moved process; False if its row version is not ``values["expected"]``."""
-        return conn.execute(self._update, values).rowcount == 1
+        update = self._statements(conn)["update"]
+        values = {**values, "updated_at": stored_time(values["updated_at"], self._sqlite)}
+        with driver_cursor(conn) as cursor:
+            cursor.execute(update.sql, update.args(values))
+            return bool(cursor.rowcount == 1)
 
     def delete(self, conn: sa.Connection, pid: str) -> bool:
         """Delete a process and its history; False if there was none."""
@@ -98,8 +134,15 @@ class ProcessRows:
 
     def append_history(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert history rows (already numbered)."""
-        if rows:
-            conn.execute(self._insert_history, list(rows))
+        if not rows:
+            return
+        insert = self._statements(conn)["history"]
+        args = [insert.args({**row, "at": stored_time(row["at"], self._sqlite)}) for row in rows]
+        with driver_cursor(conn) as cursor:
+            if len(args) == 1:
+                cursor.execute(insert.sql, args[0])
+            else:
+                cursor.executemany(insert.sql, args)
 
     def history(self, conn: sa.Connection, pid: str) -> list[HistoryRecord]:
         """Every history row of a process, oldest first."""

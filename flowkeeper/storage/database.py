@@ -165,7 +165,10 @@ def _set_up_sqlite(engine: sa.Engine) -> None:
     def _on_begin(connection: sa.Connection) -> None:
         # Reads begin deferred, so they never wait for a writer (WAL lets them read alongside).
         read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # On the driver's connection: exec_driver_sql builds a whole execution context.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _use_wal(cursor: Any) -> None:

@@ -17,14 +17,13 @@ Every method takes and returns the same column dictionaries as :class:`StepQueri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc
 
+from flowkeeper.storage.driver import driver_cursor
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
 from flowkeeper.storage.types import storable_text
@@ -177,7 +176,7 @@ class PostgresHotPath(HotPath):
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
     ) -> list[Row]:
         params = {"worker": worker, "until": _naive(until), "now": _naive(now), "limit": limit}
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             # A claim lost in a crash only means its steps run again, which at-least-once
             # allows; so its commit need not wait for the disk. Outcomes still do, and their
             # commit flushes the claim's record too.
@@ -200,7 +199,7 @@ class PostgresHotPath(HotPath):
         }
         if queue == "failed":
             params["description"] = [storable_text(r["description"]) for r in rows]
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             cursor.execute(self._finish_sql[queue], params)
             return {values[0] for values in cursor.fetchall()}
 
@@ -219,7 +218,7 @@ class PostgresHotPath(HotPath):
             "ms": [c["execution_duration_ms"] for c in changes],
             "worker": worker,
         }
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             cursor.execute(self._reschedule_sql, params)
             return {values[0] for values in cursor.fetchall()}
 
@@ -227,7 +226,7 @@ class PostgresHotPath(HotPath):
         if not rows:
             return []
         params = {c: _literal(c, [r[c] for r in rows]) for c in NEW_COLUMNS}
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             cursor.execute(self._add_sql, params)
             returned = cursor.fetchall()
         leased = [_claimed(values[:-1]) for values in returned if values[-1] is not None]
@@ -268,7 +267,7 @@ class SqliteHotPath(HotPath):
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
     ) -> list[Row]:
         lease_end = _sqlite_time(until)
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             cursor.execute(
                 self._claim_sql, (worker, lease_end, lease_end, _sqlite_time(now), limit)
             )
@@ -288,7 +287,7 @@ class SqliteHotPath(HotPath):
     ) -> set[int]:
         if not rows:
             return set()
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             held = self._held(cursor, worker, [r["id"] for r in rows])
             if held:
                 cursor.executemany(
@@ -314,7 +313,7 @@ class SqliteHotPath(HotPath):
     ) -> set[int]:
         if not changes:
             return set()
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             held = self._held(cursor, worker, [c["step_id"] for c in changes])
             cursor.executemany(
                 self._reschedule_sql,
@@ -349,7 +348,7 @@ class SqliteHotPath(HotPath):
             for r in rows
         ]
         leased: list[Row] = []
-        with _cursor(connection) as cursor:
+        with driver_cursor(connection) as cursor:
             unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
             if unleased:
                 cursor.executemany(self._add_sql, unleased)
@@ -400,23 +399,6 @@ def _quoted(value: str | None) -> str:
 def _array(values: Iterable[object]) -> str:
     """A PostgreSQL array literal of numbers: one string for the driver to send."""
     return "{" + ",".join(map(str, values)) + "}"
-
-
-@contextmanager
-def _cursor(connection: sa.Connection) -> Iterator[Any]:
-    """A cursor on the driver's connection whose errors reach callers as SQLAlchemy's own
-    (``DBAPIError`` subclasses), so deadlocks are retried and broken connections replaced just
-    as on every other path."""
-    dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        yield cursor
-    except dbapi.Error as error:
-        raise exc.DBAPIError.instance(
-            None, None, error, dbapi.Error, dialect=connection.dialect
-        ) from error
-    finally:
-        cursor.close()
 
 
 def _naive(value: datetime | None) -> datetime | None:

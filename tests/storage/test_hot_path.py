@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 import flowkeeper as fk
-from flowkeeper.storage import hot_path
+from flowkeeper.storage.driver import driver_cursor
 
 
 def test_driver_errors_surface_as_sqlalchemy_errors(engine: fk.Engine) -> None:
@@ -14,7 +14,7 @@ def test_driver_errors_surface_as_sqlalchemy_errors(engine: fk.Engine) -> None:
     with engine.database.connect() as connection, connection.begin():
         with (
             pytest.raises(sa.exc.DBAPIError) as raised,
-            hot_path._cursor(connection) as cursor,
+            driver_cursor(connection) as cursor,
         ):
             cursor.execute("SELECT * FROM no_such_table")
         assert raised.value.orig is not None
@@ -28,7 +28,7 @@ def test_a_transient_error_from_the_driver_is_run_again(engine: fk.Engine) -> No
     def work(connection: sa.Connection) -> str:
         attempts.append(1)
         if len(attempts) < 3:
-            with hot_path._cursor(connection):
+            with driver_cursor(connection):
                 raise connection.dialect.loaded_dbapi.OperationalError("database is locked")
         return "done"
 

@@ -1,0 +1,84 @@
+"""Statements run on the driver's own cursor, for the few paths where SQLAlchemy's
+per-statement machinery costs more than the database does (measured in docs/benchmarks.md).
+
+Statements are still written in SQLAlchemy Core and compiled once per dialect; errors still
+reach callers as SQLAlchemy's ``DBAPIError`` subclasses. What the column types would do is
+done here by hand: datetimes are stored as naive UTC (text on SQLite) and read back aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+_cursor_observers: list[Callable[[], None]] = []
+
+
+@contextmanager
+def observing_driver_cursors(callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback`` each time a driver cursor is opened (benchmarks count statements
+    with it: SQLAlchemy's events do not see these)."""
+    _cursor_observers.append(callback)
+    try:
+        yield
+    finally:
+        _cursor_observers.remove(callback)
+
+
+@contextmanager
+def driver_cursor(connection: sa.Connection) -> Iterator[Any]:
+    """A cursor on the driver's connection whose errors reach callers as SQLAlchemy's own
+    (``DBAPIError`` subclasses), so deadlocks are retried and broken connections replaced just
+    as on every other path."""
+    for observe in _cursor_observers:
+        observe()
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            None, None, error, dbapi.Error, dialect=connection.dialect
+        ) from error
+    finally:
+        cursor.close()
+
+
+class DriverStatement:
+    """A Core statement compiled once for a dialect, with its parameters in driver order."""
+
+    def __init__(self, statement: Any, dialect: sa.Dialect, **options: Any) -> None:
+        compiled = statement.compile(dialect=dialect, **options)
+        self.sql: str = compiled.string
+        self._order = list(compiled.positiontup or []) if compiled.positional else None
+
+    def args(self, values: Mapping[str, Any]) -> Any:
+        """``values`` as the driver takes them (a sequence for positional paramstyles)."""
+        return values if self._order is None else [values[name] for name in self._order]
+
+    def execute(self, cursor: Any, values: Mapping[str, Any]) -> None:
+        """Run the statement on a driver cursor with ``values`` (by bind name)."""
+        cursor.execute(self.sql, self.args(values))
+
+
+def stored_time(value: datetime | None, sqlite: bool) -> Any:
+    """An aware datetime as its column stores it: naive UTC, fixed-width text on SQLite (the
+    text SQLAlchemy writes, so text order is time order)."""
+    if value is None:
+        return None
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+
+
+def loaded_time(value: Any) -> datetime | None:
+    """A stored datetime (naive UTC, or SQLite's text) read back aware."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
