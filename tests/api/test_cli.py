@@ -169,13 +169,14 @@ def test_serve_end_to_end(server: tuple[str, str, str], db: str) -> None:
     assert executed.json()["process"]["activity"] == "ManagerSigning"
     assert client.get("/openapi.json").json()["info"]["title"] == "Flowkeeper"
 
-    # The workers in the server's process fire the process's timer once it is due.
-    operator = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {default}"})
-    timers = operator.get("/api/v1/steps", params={"search_key": pid, "queue": "ready"}).json()[
-        "items"
-    ]
+    # The process's timer is a step of its tenant, invisible to other tenants; the workers in
+    # the server's process fire it once it is due.
+    other = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {default}"})
+    ready = {"search_key": pid, "queue": "ready"}
+    assert other.get("/api/v1/steps", params=ready).json()["items"] == []
+    timers = client.get("/api/v1/steps", params=ready).json()["items"]
     assert [t["correlation_id"] for t in timers] == ["SendToBigBoss"]
-    assert operator.post(f"/api/v1/steps/{timers[0]['id']}/activate").json() == {"activated": True}
+    assert client.post(f"/api/v1/steps/{timers[0]['id']}/activate").json() == {"activated": True}
     deadline = time.monotonic() + 20
     while client.get(f"/api/v1/processes/{pid}").json()["activity"] != "BigBossSigning":
         assert time.monotonic() < deadline, "the timer did not fire"
