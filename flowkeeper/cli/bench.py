@@ -117,11 +117,13 @@ def results_table(results: list[Result]) -> Table:
         title=f"flowkeeper bench on {first.database} ({first.durability})",
         box=box.SIMPLE_HEAVY,
     )
-    for column in ("workload", "steps", "seconds", "steps/s", "ceiling/s", "ratio", "run"):
+    # A unit is a step, except for `processes`, where it is one command executed.
+    for column in ("workload", "units", "seconds", "units/s", "ceiling/s", "ratio", "run"):
         table.add_column(column, justify="left" if column in ("workload", "run") else "right")
     for r in results:
         unit = "clients" if r.workload == "processes" else "workers"
-        run = f"{r.workers} {unit}" if r.workers else ""
+        run = "executes; " if r.workload == "processes" else "steps; "
+        run += f"{r.workers} {unit}" if r.workers else ""
         if r.processes > 1:
             run += f" in each of {r.processes} processes"
         if r.batch_size:
