@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,9 @@ class Config:
     operations: Sequence[str] = OPERATIONS
     ceiling: bool = True
     client_processes: int = 1
+    client: str = "httpx"
+    """The load generator: ``httpx`` (``httpx.AsyncClient``) or ``raw`` (:class:`RawConnection`,
+    a minimal keep-alive HTTP/1.1 client, to tell what httpx itself costs)."""
     server: str = "serve"
     """``serve`` (the ``flowkeeper serve`` command) or ``uvicorn`` (this script's own launch
     of uvicorn over ``create_app``, with the settings below)."""
@@ -142,6 +145,8 @@ class Measured:
     """Cores the server's processes used on average."""
     machine_cpu: float | None
     """Cores busy on the whole machine on average (the database, other work included)."""
+    sessions_opened: int | None = None
+    """Database sessions opened meanwhile (PostgreSQL): pool churn shows here."""
     ceiling_rate: float | None = None
 
     @property
@@ -235,19 +240,32 @@ def machine_busy() -> tuple[float, float] | None:
     return sum(values) - idle, sum(values)
 
 
-class CpuWindow:
-    """Cores used on average between :meth:`start` and :meth:`stop` by the server's process
-    tree and by the machine."""
+def database_sessions(engine: Any) -> int | None:
+    """How many sessions PostgreSQL has opened on the database so far (None elsewhere)."""
+    if engine.kind != "postgresql":
+        return None
+    with engine.database.connect() as connection:
+        value = connection.exec_driver_sql(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        ).scalar()
+    return None if value is None else int(value)
 
-    def __init__(self, server_pid: int | None) -> None:
+
+class CpuWindow:
+    """Between :meth:`start` and :meth:`stop`: the cores used on average by the server's
+    process tree and by the machine, and the database sessions opened (PostgreSQL)."""
+
+    def __init__(self, server_pid: int | None, engine: Any = None) -> None:
         self.server_pid = server_pid
+        self.engine = engine
 
     def start(self) -> None:
+        self.sessions0 = None if self.engine is None else database_sessions(self.engine)
         self.server0 = tree_cpu(self.server_pid) if self.server_pid else None
         self.machine0 = machine_busy()
         self.wall0 = time.monotonic()
 
-    def stop(self) -> tuple[float | None, float | None]:
+    def stop(self) -> tuple[float | None, float | None, int | None]:
         wall = time.monotonic() - self.wall0
         server = tree_cpu(self.server_pid) if self.server_pid else None
         machine = machine_busy()
@@ -258,7 +276,9 @@ class CpuWindow:
         if machine is not None and self.machine0 is not None and machine[1] > self.machine0[1]:
             share = (machine[0] - self.machine0[0]) / (machine[1] - self.machine0[1])
             machine_cores = share * (os.cpu_count() or 1)
-        return server_cores, machine_cores
+        sessions = None if self.engine is None else database_sessions(self.engine)
+        opened = None if sessions is None or self.sessions0 is None else sessions - self.sessions0
+        return server_cores, machine_cores, opened
 
 
 @dataclass
@@ -294,6 +314,45 @@ class HttpLoad:
     """``time.time()`` at which the warm-up starts (so that several processes start together)."""
     warmup: float
     duration: float
+    client: str = "httpx"
+    """``httpx`` (an ``httpx.AsyncClient``) or ``raw`` (:class:`RawConnection`)."""
+
+
+Call = Callable[[str, str], Awaitable[tuple[int, bytes]]]
+"""``await call(method, path)``: the status and body of a request without a body."""
+
+
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client on an asyncio stream, to tell what the load
+    generator costs: it writes a fixed request and reads the head and a ``Content-Length``
+    body, nothing else (no chunked bodies, no redirects, no TLS)."""
+
+    def __init__(self, base: str, key: str) -> None:
+        url = httpx.URL(base)
+        self.host, self.port = url.host, url.port or 80
+        self.headers = (
+            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode("ascii")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def __call__(self, method: str, path: str) -> tuple[int, bytes]:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"{method} {path} HTTP/1.1\r\n".encode("ascii") + self.headers)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lowered = head.lower()
+        at = lowered.find(b"\r\ncontent-length:")
+        if at < 0:
+            raise RuntimeError(f"the raw client reads Content-Length bodies only: {head!r}")
+        length = int(lowered[at + 17 : lowered.index(b"\r\n", at + 2)])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def run_http_load(job: HttpLoad) -> LoadResult:
@@ -302,55 +361,77 @@ def run_http_load(job: HttpLoad) -> LoadResult:
 
 
 async def _http_load(job: HttpLoad) -> LoadResult:
-    activities = dict(job.activities)
-    latencies: list[float] = []
-    counts = {"requests": 0, "errors": 0}
-    first_error: list[str] = []
-    limits = httpx.Limits(max_connections=len(job.owned), max_keepalive_connections=len(job.owned))
+    if job.client == "raw":
+        connections = [RawConnection(job.base, job.key) for _ in job.owned]
+        try:
+            return await _drive(job, connections)
+        finally:
+            for connection in connections:
+                connection.close()
+    if job.client != "httpx":
+        raise ValueError(f"the client is httpx or raw, not {job.client!r}")
+    clients = len(job.owned)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {job.key}"}
     async with httpx.AsyncClient(
         base_url=job.base, headers=headers, limits=limits, timeout=30
     ) as client:
-        delay = job.start_at - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        begin = time.perf_counter()
-        measure_from = begin + job.warmup
-        measure_to = measure_from + job.duration
-        cpu: list[float] = []
 
-        async def one_client(owned: list[str]) -> None:
-            turn = 0
-            while True:
-                pid = owned[turn % len(owned)]
-                turn += 1
-                started = time.perf_counter()
-                if started >= measure_to:
-                    return
-                if job.operation == "command":
-                    command = NEXT_COMMAND[activities[pid]]
-                    response = await client.post(f"/api/v1/processes/{pid}/commands/{command}")
-                    if response.status_code in (200, 409):  # 409: it was in the other one
-                        activities[pid] = OTHER[activities[pid]]
+        async def call(method: str, path: str) -> tuple[int, bytes]:
+            response = await client.request(method, path)
+            return response.status_code, response.content
+
+        return await _drive(job, [call] * clients)
+
+
+async def _drive(job: HttpLoad, calls: Sequence[Call]) -> LoadResult:
+    """The clients' loops, each with its own ``call``, from ``start_at`` to the window's end."""
+    activities = dict(job.activities)
+    latencies: list[float] = []
+    counts = {"requests": 0, "errors": 0}
+    first_error: list[str] = []
+    delay = job.start_at - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    begin = time.perf_counter()
+    measure_from = begin + job.warmup
+    measure_to = measure_from + job.duration
+    cpu: list[float] = []
+
+    async def one_client(owned: list[str], call: Call) -> None:
+        turn = 0
+        while True:
+            pid = owned[turn % len(owned)]
+            turn += 1
+            started = time.perf_counter()
+            if started >= measure_to:
+                return
+            if job.operation == "command":
+                command = NEXT_COMMAND[activities[pid]]
+                status, body = await call("POST", f"/api/v1/processes/{pid}/commands/{command}")
+                if status in (200, 409):  # 409: it was in the other activity
+                    activities[pid] = OTHER[activities[pid]]
+            else:
+                status, body = await call("GET", f"/api/v1/processes/{pid}")
+            ended = time.perf_counter()
+            if measure_from <= started and ended <= measure_to:
+                if status == 200:
+                    counts["requests"] += 1
+                    latencies.append(ended - started)
                 else:
-                    response = await client.get(f"/api/v1/processes/{pid}")
-                ended = time.perf_counter()
-                if measure_from <= started and ended <= measure_to:
-                    if response.status_code == 200:
-                        counts["requests"] += 1
-                        latencies.append(ended - started)
-                    else:
-                        counts["errors"] += 1
-                        if not first_error:
-                            first_error.append(f"{response.status_code} {response.text[:300]}")
+                    counts["errors"] += 1
+                    if not first_error:
+                        first_error.append(f"{status} {body[:300].decode(errors='replace')}")
 
-        async def cpu_marks() -> None:
-            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-            cpu.append(own_cpu())
-            await asyncio.sleep(max(0.0, measure_to - time.perf_counter()))
-            cpu.append(own_cpu())
+    async def cpu_marks() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu.append(own_cpu())
+        await asyncio.sleep(max(0.0, measure_to - time.perf_counter()))
+        cpu.append(own_cpu())
 
-        await asyncio.gather(cpu_marks(), *(one_client(o) for o in job.owned if o))
+    await asyncio.gather(
+        cpu_marks(), *(one_client(o, c) for o, c in zip(job.owned, calls, strict=True) if o)
+    )
     return LoadResult(
         counts["requests"],
         counts["errors"],
@@ -369,7 +450,15 @@ def http_phase(
     parts = max(1, min(config.client_processes, config.clients))
     if parts == 1:
         job = HttpLoad(
-            base, key, operation, owned, activities, time.time(), config.warmup, config.duration
+            base,
+            key,
+            operation,
+            owned,
+            activities,
+            time.time(),
+            config.warmup,
+            config.duration,
+            config.client,
         )
         return [run_http_load(job)]
     start_at = time.time() + 3.0  # the spawned processes import httpx meanwhile
@@ -383,6 +472,7 @@ def http_phase(
             start_at,
             config.warmup,
             config.duration,
+            config.client,
         )
         for i in range(parts)
     ]
@@ -467,7 +557,7 @@ def summarise(
     via: str,
     results: list[LoadResult],
     seconds: float,
-    cpu: tuple[float | None, float | None],
+    cpu: tuple[float | None, float | None, int | None],
 ) -> Measured:
     latencies = sorted(x for r in results for x in r.latencies)
     return Measured(
@@ -483,6 +573,7 @@ def summarise(
         client_cpu=sum(r.cpu_seconds for r in results) / seconds,
         server_cpu=cpu[0],
         machine_cpu=cpu[1],
+        sessions_opened=cpu[2],
     )
 
 
@@ -637,7 +728,7 @@ def measure(
     """
     base, key, server_pid = server
     ids = sorted(activities)
-    window = CpuWindow(server_pid)
+    window = CpuWindow(server_pid, engine)
     say(f"{operation}: HTTP, {config.clients} clients, {config.duration:g} s")
     window.start()
     loads = http_phase(config, base, key, operation, ids, activities)
@@ -663,7 +754,7 @@ def table(report: Report) -> str:
     lines = [
         f"{'operation':<8} {'via':<6} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
         f"{'max ms':>7} {'errors':>6} {'ratio':>5} {'client':>6} {'server':>6} {'ms/req':>6} "
-        f"{'machine':>7}"
+        f"{'machine':>7} {'sessions':>8}"
     ]
 
     def show(value: float | None, digits: int = 2) -> str:
@@ -674,12 +765,13 @@ def table(report: Report) -> str:
             f"{r.operation:<8} {r.via:<6} {r.rate:>7,.0f} {r.p50_ms:>7.1f} {r.p95_ms:>7.1f} "
             f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.errors:>6} {show(r.ratio):>5} "
             f"{r.client_cpu:>6.2f} {show(r.server_cpu):>6} {show(r.server_ms_per_request):>6} "
-            f"{show(r.machine_cpu):>7}"
+            f"{show(r.machine_cpu):>7} {'' if r.sessions_opened is None else r.sessions_opened:>8}"
         )
     lines.append(
         "ratio: HTTP ÷ the Python API (the ceiling) in the same run. client, server, machine: "
         "cores busy on average (the load generator or, for the ceiling, this process; the "
-        "server's processes; the whole machine). ms/req: the server's CPU per request."
+        "server's processes; the whole machine). ms/req: the server's CPU per request. sessions: "
+        "database sessions opened meanwhile (PostgreSQL)."
     )
     return "\n".join(lines)
 
@@ -969,6 +1061,9 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, bool]:
     parser.add_argument(
         "--client-processes", type=int, default=1, help="Processes the clients run in."
     )
+    parser.add_argument(
+        "--client", choices=("httpx", "raw"), default="httpx", help="The load generator."
+    )
     parser.add_argument("--server", choices=("serve", "uvicorn"), default="serve")
     parser.add_argument("--log-level", default="warning", help="The server's log level.")
     parser.add_argument("--with-workers", action="store_true", help="serve: run step workers.")
@@ -1001,6 +1096,7 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, bool]:
         operations=operations,
         ceiling=not args.no_ceiling,
         client_processes=args.client_processes,
+        client=args.client,
         server=args.server,
         log_level=args.log_level,
         with_workers=args.with_workers,
