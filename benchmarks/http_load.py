@@ -797,15 +797,26 @@ def make_app() -> Any:
     if "async-routes" in variants:
         app = with_async_routes(app)
     tokens = int(os.environ.get("FK_HTTP_BENCH_THREAD_TOKENS", "0"))
-    if tokens:
+    return SizedThreadPool(app, tokens) if tokens else app
 
-        @app.on_event("startup")
-        async def size_thread_pool() -> None:
+
+class SizedThreadPool:
+    """ASGI middleware: sets the size of the thread pool that runs sync routes and
+    dependencies (anyio's default limiter, 40 threads) from within the server's event loop."""
+
+    def __init__(self, app: Any, tokens: int) -> None:
+        self.app = app
+        self.state = app.state
+        self.tokens = tokens
+        self.sized = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.sized:
             import anyio.to_thread
 
-            anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
-
-    return app
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.tokens
+            self.sized = True
+        await self.app(scope, receive, send)
 
 
 VARIANTS = ("async-deps", "async-routes")

@@ -62,3 +62,31 @@ def test_a_short_run_against_sqlite(http_load: ModuleType, tmp_path: Path) -> No
     text = http_load.table(report)
     assert "command  http" in text
     assert report.to_dict()["results"][0]["rate"] > 0
+
+
+@pytest.mark.slow
+def test_the_what_ifs_and_the_raw_client_answer_the_same(
+    http_load: ModuleType, tmp_path: Path
+) -> None:
+    """The script's own uvicorn launch, with the async routes, a small thread pool, the pool
+    settings and the raw client: every request answered 200."""
+    config = http_load.Config(
+        database=f"sqlite:///{tmp_path / 'load.db'}",
+        duration=0.4,
+        warmup=0.1,
+        clients=2,
+        processes=4,
+        ceiling=False,
+        client="raw",
+        server="uvicorn",
+        variants=["async-routes"],
+        thread_tokens=4,
+        pool_size=5,
+        pre_ping=False,
+    )
+    report = http_load.run(config)
+    assert [(r.operation, r.via) for r in report.results] == [("command", "http"), ("get", "http")]
+    for result in report.results:
+        assert result.requests > 0, result
+        assert result.errors == 0, result
+        assert result.ratio is None
