@@ -17,12 +17,18 @@
    - in the same run, the *ceiling*: ``engine.processes.execute`` and ``engine.processes.get``
      on the same processes and database, with as many threads as clients, in this process.
 
-   It prints requests/s, p50/p95/p99 latency, the ratio to the ceiling, and the CPU used by
-   the server, by the load generator and by the whole machine (cores busy on average).
+   It prints requests/s, p50/p95/p99 latency, the ratio to the ceiling, the CPU used by the
+   server, by the load generator and by the whole machine (cores busy on average), the
+   server's CPU per request and the PostgreSQL sessions opened meanwhile.
 
 The load generator shares the machine's cores with the server and the database: its CPU is
 reported so you can see what it took. ``--client-processes N`` runs the clients in N
-processes of their own (in addition to the server's).
+processes of their own (in addition to the server's); ``--client raw`` uses
+:class:`RawConnection` instead of httpx, which costs a twentieth of the CPU per request.
+
+``--server uvicorn`` tries settings ``flowkeeper serve`` does not offer (``--http``,
+``--loop``, ``--server-processes``, ``--thread-tokens``, ``--pool-size``, ``--max-overflow``,
+``--no-pre-ping``) and what-if changes to the app (``--variants``, see :data:`VARIANTS`).
 
 ``FK_HTTP_BENCH_PROFILE=path.prof`` with ``--server uvicorn`` profiles the server with
 cProfile in every thread (the event loop and the thread pool that runs the routes) and writes
