@@ -18,6 +18,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, make_url
 
 from flowkeeper.errors import DatabaseUnavailable, InvalidDatabaseURL
+from flowkeeper.storage.driver import driver_errors_translated
 
 DEFAULT_URL = "sqlite:///flowkeeper.db"
 URL_ENVIRONMENT_VARIABLE = "FLOWKEEPER_DATABASE_URL"
@@ -165,10 +166,12 @@ def _set_up_sqlite(engine: sa.Engine) -> None:
     def _on_begin(connection: sa.Connection) -> None:
         # Reads begin deferred, so they never wait for a writer (WAL lets them read alongside).
         read_only = connection.get_execution_options().get(READ_ONLY, False)
-        # On the driver's connection: exec_driver_sql builds a whole execution context.
+        # On the driver's connection: exec_driver_sql builds a whole execution context. Its
+        # errors ("database is locked") still reach callers as SQLAlchemy's, so they are retried.
         driver = connection.connection.driver_connection
         assert driver is not None
-        driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        with driver_errors_translated(connection):
+            driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _use_wal(cursor: Any) -> None:

@@ -31,20 +31,29 @@ def observing_driver_cursors(callback: Callable[[], None]) -> Iterator[None]:
 
 
 @contextmanager
-def driver_cursor(connection: sa.Connection) -> Iterator[Any]:
-    """A cursor on the driver's connection whose errors reach callers as SQLAlchemy's own
-    (``DBAPIError`` subclasses), so deadlocks are retried and broken connections replaced just
-    as on every other path."""
-    for observe in _cursor_observers:
-        observe()
+def driver_errors_translated(connection: sa.Connection) -> Iterator[None]:
+    """Driver errors raised inside reach callers as SQLAlchemy's own (``DBAPIError``
+    subclasses), so deadlocks and a busy database are retried and broken connections replaced
+    just as on every other path."""
     dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        yield cursor
+        yield
     except dbapi.Error as error:
         raise exc.DBAPIError.instance(
             None, None, error, dbapi.Error, dialect=connection.dialect
         ) from error
+
+
+@contextmanager
+def driver_cursor(connection: sa.Connection) -> Iterator[Any]:
+    """A cursor on the driver's connection, its errors translated as
+    :func:`driver_errors_translated` says."""
+    for observe in _cursor_observers:
+        observe()
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with driver_errors_translated(connection):
+            yield cursor
     finally:
         cursor.close()
 
