@@ -8,8 +8,6 @@ process, inside that call's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,24 +26,8 @@ from flowkeeper.processes.model import (
     Transition,
     TriggerType,
 )
-from flowkeeper.processes.records import ProcessStatus
+from flowkeeper.processes.records import HistoryRecord, ProcessStatus
 from flowkeeper.processes.registry import ProcessRegistry, decode_parameter
-
-
-@dataclass(frozen=True)
-class Move:
-    """One transition made during a call (becomes a history row)."""
-
-    transition: str | None
-    from_activity: str
-    to_activity: str
-    from_state: str | None
-    to_state: str | None
-    command: str | None
-    trigger: str
-    classifier: str
-    identity: str | None
-    at: datetime
 
 
 class Mover:
@@ -61,12 +43,15 @@ class Mover:
         identity: str | None,
         command: str | None = None,
         max_auto_transitions: int = 1000,
+        history_length: int = 0,
     ) -> None:
         process.identity = identity
         process.command = command
         self.process = process
         self.registry = registry
-        self.moves: list[Move] = []
+        self.moves: list[HistoryRecord] = []
+        """The transitions this call made, numbered on from ``history_length``."""
+        self.history_length = history_length
         self.max_auto_transitions = max_auto_transitions
         self.context = ActionContext(
             process=process,
@@ -158,7 +143,8 @@ class Mover:
     ) -> None:
         process = self.process
         self.moves.append(
-            Move(
+            HistoryRecord(
+                seq=self.history_length + len(self.moves) + 1,
                 transition=transition,
                 from_activity=process.activity,
                 to_activity=target.name,

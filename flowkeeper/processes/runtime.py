@@ -9,6 +9,7 @@ it all back and reaches the caller unchanged.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from flowkeeper.errors import (
 )
 from flowkeeper.processes.context import LiveProcess
 from flowkeeper.processes.inputs import apply_command_inputs, apply_parameters
-from flowkeeper.processes.interpreter import Move, Mover
+from flowkeeper.processes.interpreter import Mover
 from flowkeeper.processes.model import Scheme, TriggerType
 from flowkeeper.processes.parameters import persistent_values
 from flowkeeper.processes.records import (
@@ -141,7 +142,7 @@ class ProcessRuntime:
             }
             if not self._rows.insert(conn, values):
                 raise ProcessExists(f"a process with id {pid!r} already exists; nothing created")
-            self._rows.append_history(conn, _history_rows(pid, 0, mover.moves))
+            self._rows.append_history(conn, _history_rows(pid, mover.moves))
             rearm(conn, self._rows, self._add_steps, live, left=None, now=now)
         return pid
 
@@ -239,8 +240,7 @@ class ProcessRuntime:
         """States ``set_state`` accepts for this process (activities marked for it)."""
         with self._transaction(connection, read_only=True) as conn:
             live = self._live(conn, self._row(conn, process_id, lock=False))
-            states = [a.state for a in live.scheme.activities if a.is_for_set_state and a.state]
-            return list(dict.fromkeys(states))
+            return self._states(live.scheme)
 
     # -- moving --------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class ProcessRuntime:
             ]
             if not candidates:
                 raise CommandNotAvailable(_unavailable(live, command))
-            mover = self._mover(live, conn, identity, command)
+            mover = self._mover(live, conn, identity, command, row)
             permitted = [t for t in candidates if mover.permitted(t, identity)]
             if not permitted:
                 raise CommandNotAvailable(
@@ -295,7 +295,7 @@ class ProcessRuntime:
             mover.follow_automatic()
             mover.settle()
             process = self._save(conn, row, live, mover.moves, left or start)
-            return ExecutionResult(True, process, _records(row.history_length, mover.moves))
+            return ExecutionResult(True, process, tuple(mover.moves))
 
     def set_state(
         self,
@@ -331,7 +331,7 @@ class ProcessRuntime:
                 )
             apply_parameters(live.scheme, parameters, live.parameters, initial_values=False)
             start = (live.scheme, live.activity)
-            mover = self._mover(live, conn, identity)
+            mover = self._mover(live, conn, identity, row=row)
             live.status = ProcessStatus.RUNNING
             mover.jump(target, "SetState")
             mover.follow_automatic()
@@ -376,7 +376,7 @@ class ProcessRuntime:
             for t in live.scheme.transitions_from(live.activity)
             if t.trigger.type is TriggerType.TIMER and t.trigger.name == timer.timer
         ]
-        mover = self._mover(live, conn, None)
+        mover = self._mover(live, conn, None, row=row)
         chosen = mover.choose(transitions)
         if chosen is not None:
             start = (live.scheme, live.activity)
@@ -397,7 +397,9 @@ class ProcessRuntime:
         conn: sa.Connection,
         identity: str | None,
         command: str | None = None,
+        row: Any = None,
     ) -> Mover:
+        """A mover for ``live``; ``row`` (its stored row) numbers the history it adds."""
         return Mover(
             live,
             self._registry,
@@ -406,6 +408,7 @@ class ProcessRuntime:
             identity=identity,
             command=command,
             max_auto_transitions=self.max_auto_transitions,
+            history_length=0 if row is None else row.history_length,
         )
 
     def _row(self, conn: sa.Connection, process_id: str, *, lock: bool) -> Any:
@@ -467,7 +470,7 @@ class ProcessRuntime:
         conn: sa.Connection,
         row: Any,
         live: LiveProcess,
-        moves: builtins.list[Move],
+        moves: builtins.list[HistoryRecord],
         left: tuple[Scheme, str],
         *,
         fired: tuple[int, str] | None = None,
@@ -491,7 +494,7 @@ class ProcessRuntime:
                 f"process {live.id!r} was changed by another transaction during this call; "
                 "nothing was saved: try again"
             )
-        self._rows.append_history(conn, _history_rows(live.id, row.history_length, moves))
+        self._rows.append_history(conn, _history_rows(live.id, moves))
         rearm(conn, self._rows, self._add_steps, live, left=left, now=now, fired=fired)
         return Process(
             id=live.id,
@@ -514,20 +517,8 @@ def _stored_parameters(live: LiveProcess) -> str:
     return encode_parameters(persistent_values(live.scheme, live.parameters.stored()))
 
 
-def _history_rows(
-    pid: str, length: int, moves: builtins.list[Move]
-) -> builtins.list[dict[str, Any]]:
-    return [
-        {"process_id": pid, "seq": length + number, **move.__dict__}
-        for number, move in enumerate(moves, start=1)
-    ]
-
-
-def _records(length: int, moves: builtins.list[Move]) -> tuple[HistoryRecord, ...]:
-    return tuple(
-        HistoryRecord(seq=length + number, **move.__dict__)
-        for number, move in enumerate(moves, start=1)
-    )
+def _history_rows(pid: str, moves: builtins.list[HistoryRecord]) -> builtins.list[dict[str, Any]]:
+    return [{"process_id": pid, **dataclasses.asdict(move)} for move in moves]
 
 
 def _unavailable(live: LiveProcess, command: str) -> str:
