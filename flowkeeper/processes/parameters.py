@@ -92,6 +92,10 @@ cannot be set
         """A copy of the non-system parameters."""
         return dict(self._values)
 
+    def replace_all(self, values: dict[str, Any]) -> None:
+        """Go back to ``values`` (a copy taken with :meth:`stored`)."""
+        self._values = dict(values)
+
 
 def persistent_values(scheme: Scheme, values: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters to store: all but those the scheme declares ``Temporary``."""

@@ -284,11 +284,13 @@ class ProcessRuntime:
                     f"identity {identity!r} may not execute {command!r} on process "
                     f"{process_id!r} in activity {live.activity!r}"
                 )
+            before = live.parameters.stored()
             apply_command_inputs(live.scheme, command, parameters, live.parameters)
             chosen = mover.choose(permitted)
-            if chosen is None:
+            if chosen is None:  # nothing changes, but an automatic scheme update is kept
                 if left is None:
                     return ExecutionResult(False, process_from_row(row))
+                live.parameters.replace_all(before)
                 return ExecutionResult(False, self._save(conn, row, live, [], left))
             start = (live.scheme, live.activity)
             mover.move(chosen, TriggerType.COMMAND.value)
@@ -378,15 +380,15 @@ class ProcessRuntime:
         ]
         mover = self._mover(live, conn, None, row=row)
         chosen = mover.choose(transitions)
+        fired = (step.id, timer.timer)  # this step completes on its own: never cancel it
         if chosen is not None:
             start = (live.scheme, live.activity)
             mover.move(chosen, TriggerType.TIMER.value)
             mover.follow_automatic()
             mover.settle()
-            fired = (step.id, timer.timer)
             self._save(conn, row, live, mover.moves, left or start, fired=fired)
         elif left is not None:
-            self._save(conn, row, live, [], left)
+            self._save(conn, row, live, [], left, fired=fired)
         return step.done()
 
     # -- helpers ---------------------------------------------------------------------------------

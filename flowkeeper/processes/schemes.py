@@ -64,8 +64,9 @@ class SchemeStore:
                 f"scheme {scheme.name!r} was saved by others {_SAVE_ATTEMPTS} times while "
                 "this save tried to; try again"
             )
-        with self._lock:
-            self._cache[(tenant, scheme.name, version)] = scheme
+        if connection is None:  # committed; a caller's transaction may yet roll back
+            with self._lock:
+                self._cache[(tenant, scheme.name, version)] = scheme
         return version
 
     def get(

@@ -123,3 +123,68 @@ def test_no_automatic_update_unless_the_activity_is_marked(db_url: str) -> None:
         assert engine.processes.get(pid).scheme_version == 1
     finally:
         engine.close()
+
+
+def test_a_save_rolled_back_by_the_caller_is_never_used(engine: fk.Engine) -> None:
+    with engine.database.connect() as conn, conn.begin() as transaction:
+        engine.schemes.save(with_activity_c(ping_pong_scheme()), connection=conn)
+        transaction.rollback()
+    other = fk.Engine(engine.url)
+    try:
+        other.schemes.save(ping_pong_scheme())  # the real version 1
+    finally:
+        other.close()
+    assert engine.schemes.get("PingPong", 1) == ping_pong_scheme()
+
+
+def test_a_timer_firing_on_an_updated_scheme_completes(db_url: str) -> None:
+    from tests.processes.schemes import timer_scheme
+
+    engine = fk.Engine(db_url, auto_scheme_update=True)
+    try:
+        engine.schemes.save(marked_for_auto_update(timer_scheme("1")))
+        pid = engine.processes.create("Escalation")
+        without_timer = dataclasses.replace(
+            marked_for_auto_update(timer_scheme("1")),
+            transitions=tuple(
+                t for t in timer_scheme().transitions if t.trigger.type is not TriggerType.TIMER
+            ),
+            timers=(),
+        )
+        engine.schemes.save(without_timer)
+        engine.run(workers=1, until_idle=True, handle_signals=False, max_poll_interval=0.05)
+        process = engine.processes.get(pid)
+        assert (process.activity, process.scheme_version) == ("Waiting", 2)
+        assert engine.count(fk.Search(name="flowkeeper/process-timer")) == {
+            "ready": 0,
+            "done": 1,
+            "failed": 0,
+        }
+    finally:
+        engine.close()
+
+
+def test_an_execute_that_does_not_move_keeps_no_inputs_after_an_update(db_url: str) -> None:
+    from flowkeeper.processes.model import CommandInput, Condition, ConditionType
+
+    gated = dataclasses.replace(
+        marked_for_auto_update(ping_pong_scheme()),
+        transitions=tuple(
+            dataclasses.replace(
+                t, conditions=(Condition(ConditionType.EXPRESSION, expression="@Open"),)
+            )
+            for t in ping_pong_scheme().transitions
+        ),
+        commands=(Command("Go", (CommandInput("Note", "Note"),)), Command("Back")),
+    )
+    engine = fk.Engine(db_url, auto_scheme_update=True)
+    try:
+        engine.schemes.save(marked_for_auto_update(ping_pong_scheme()))
+        pid = engine.processes.create("PingPong")
+        engine.schemes.save(gated)
+        result = engine.processes.execute(pid, "Go", parameters={"Note": "hello"})
+        assert not result.executed
+        assert result.process.scheme_version == 2
+        assert engine.processes.get(pid).parameters == {}
+    finally:
+        engine.close()
