@@ -6,6 +6,7 @@ engine's synchronous API, each call one database transaction.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -19,6 +20,7 @@ from flowkeeper.api.metrics import install_metrics
 from flowkeeper.api.problems import (
     NOT_READY,
     PROBLEM_MEDIA_TYPE,
+    UNREACHABLE,
     ApiProblem,
     install_problem_handlers,
     problem_json_schema,
@@ -27,8 +29,10 @@ from flowkeeper.api.routes import keys as key_routes
 from flowkeeper.api.routes import processes, schemes, steps
 from flowkeeper.api.schemas import Health, Ready
 from flowkeeper.engine import Engine
-from flowkeeper.errors import FlowkeeperError, InvalidArgument
+from flowkeeper.errors import DatabaseUnavailable, FlowkeeperError, InvalidArgument
 from flowkeeper.storage.migrate import HEAD_REVISION
+
+logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 
@@ -123,6 +127,9 @@ def _health_router() -> APIRouter:
         """The database answers and its schema is current (no authentication)."""
         try:
             engine.check_schema()
+        except DatabaseUnavailable as error:
+            logger.error("not ready: %s", error)  # names the database: for the log only
+            raise ApiProblem(NOT_READY, UNREACHABLE) from None
         except FlowkeeperError as error:
             raise ApiProblem(NOT_READY, str(error)) from None
         return Ready(status="ready", revision=HEAD_REVISION)

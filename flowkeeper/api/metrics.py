@@ -222,8 +222,14 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            labels = (str(scope.get("method", "")), route_template(scope), str(status))
+            method = str(scope.get("method", ""))
+            method = method if method in _METHODS else "other"  # clients choose the method
+            labels = (method, route_template(scope), str(status))
             self.metrics.http.observe(labels, time.perf_counter() - started)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted by name; any other counts as ``other``, so labels stay bounded."""
 
 
 def route_template(scope: Scope) -> str:

@@ -197,7 +197,13 @@ async def _on_flowkeeper_error(request: Request, error: Exception) -> JSONRespon
     problem = problem_of(error)
     if problem.kind.status >= 500:
         logger.error("%s %s: %s: %s", request.method, request.url.path, type(error).__name__, error)
+    if isinstance(error, fk.DatabaseUnavailable):
+        # Its message names the database's host, port and user: for the log, not for callers.
+        problem = problem_of(fk.DatabaseUnavailable(UNREACHABLE))
     return problem_response(problem, request.url.path)
+
+
+UNREACHABLE = "the database is unavailable; the server's log says why"
 
 
 async def _on_validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -102,7 +102,7 @@ class ProcessOut(BaseModel):
     activity: str
     state: str | None
     status: ProcessStatus
-    parameters: Parameters
+    parameters: dict[str, Any]  # stored values, checked when they were set
     tenant_id: str | None
     parent_id: str | None
     root_id: str | None
