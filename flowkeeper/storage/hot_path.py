@@ -18,12 +18,12 @@ Every method takes and returns the same column dictionaries as :class:`StepQueri
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from flowkeeper.storage.driver import driver_cursor
+from flowkeeper.storage.driver import driver_cursor, loaded_time, stored_time
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
 from flowkeeper.storage.types import storable_text
@@ -175,7 +175,12 @@ class PostgresHotPath(HotPath):
     def claim(
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
     ) -> list[Row]:
-        params = {"worker": worker, "until": _naive(until), "now": _naive(now), "limit": limit}
+        params = {
+            "worker": worker,
+            "until": stored_time(until, sqlite=False),
+            "now": stored_time(now, sqlite=False),
+            "limit": limit,
+        }
         with driver_cursor(connection) as cursor:
             # A claim lost in a crash only means its steps run again, which at-least-once
             # allows; so its commit need not wait for the disk. Outcomes still do, and their
@@ -211,10 +216,10 @@ class PostgresHotPath(HotPath):
         params = {
             "ids": [c["step_id"] for c in changes],
             "state": [c["state"] for c in changes],
-            "run_at": [_naive(c["run_at"]) for c in changes],
+            "run_at": [stored_time(c["run_at"], sqlite=False) for c in changes],
             "description": [storable_text(c["description"]) for c in changes],
             "count": [c["execution_count"] for c in changes],
-            "started": [_naive(c["execution_started_at"]) for c in changes],
+            "started": [stored_time(c["execution_started_at"], sqlite=False) for c in changes],
             "ms": [c["execution_duration_ms"] for c in changes],
             "worker": worker,
         }
@@ -266,12 +271,13 @@ class SqliteHotPath(HotPath):
     def claim(
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
     ) -> list[Row]:
-        lease_end = _sqlite_time(until)
+        lease_end = stored_time(until, sqlite=True)
         with driver_cursor(connection) as cursor:
             cursor.execute(
-                self._claim_sql, (worker, lease_end, lease_end, _sqlite_time(now), limit)
+                self._claim_sql,
+                (worker, lease_end, lease_end, stored_time(now, sqlite=True), limit),
             )
-            rows = [_claimed(values, parse_time=True) for values in cursor.fetchall()]
+            rows = [_claimed(values) for values in cursor.fetchall()]
         rows.sort(key=_by_id)
         return rows
 
@@ -294,7 +300,7 @@ class SqliteHotPath(HotPath):
                     self._finish_sql[queue],
                     [
                         (
-                            _sqlite_time(r["execution_started_at"]),
+                            stored_time(r["execution_started_at"], sqlite=True),
                             r["execution_duration_ms"],
                             storable_text(r["description"]),
                             worker,
@@ -320,11 +326,11 @@ class SqliteHotPath(HotPath):
                 [
                     (
                         c["state"],
-                        _sqlite_time(c["run_at"]),
-                        _sqlite_time(c["run_at"]),
+                        stored_time(c["run_at"], sqlite=True),
+                        stored_time(c["run_at"], sqlite=True),
                         storable_text(c["description"]),
                         c["execution_count"],
-                        _sqlite_time(c["execution_started_at"]),
+                        stored_time(c["execution_started_at"], sqlite=True),
                         c["execution_duration_ms"],
                         worker,
                         c["step_id"],
@@ -338,7 +344,7 @@ class SqliteHotPath(HotPath):
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         values = [
             tuple(
-                _sqlite_time(r[c])
+                stored_time(r[c], sqlite=True)
                 if c in _TIMES
                 else storable_text(r[c])
                 if c == "description"
@@ -355,7 +361,7 @@ class SqliteHotPath(HotPath):
             for value, row in zip(values, rows, strict=True):
                 if row["locked_by"] is not None:
                     cursor.execute(self._add_leased_sql, value)
-                    leased.append(_claimed(cursor.fetchone(), parse_time=True))
+                    leased.append(_claimed(cursor.fetchone()))
         return leased
 
 
@@ -401,22 +407,9 @@ def _array(values: Iterable[object]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _naive(value: datetime | None) -> datetime | None:
-    """Naive UTC, as the columns store it (values here are always aware UTC)."""
-    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    """The text SQLAlchemy stores a SQLite DATETIME as: fixed width, so text order is time order."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _claimed(values: Sequence[Any], parse_time: bool = False) -> Row:
+def _claimed(values: Sequence[Any]) -> Row:
     row = dict(zip(CLAIMED_COLUMNS, values, strict=True))
-    run_at = row["run_at"]
-    row["run_at"] = (datetime.fromisoformat(run_at) if parse_time else run_at).replace(tzinfo=UTC)
+    row["run_at"] = loaded_time(row["run_at"])
     return row
 
 
