@@ -4,8 +4,8 @@
         [--processes 256] [--client-processes 1] [--json]
 
 1. Migrates the database, makes an admin key with ``flowkeeper keys create``, starts
-   ``flowkeeper serve --no-workers`` on a free loopback port (or, with ``--server uvicorn``,
-   uvicorn over ``create_app(engine)`` with the settings given here), uploads a ping-pong
+   ``flowkeeper serve --no-workers`` on a free loopback port (or, with ``--server profiled``,
+   one API process of its own), uploads a ping-pong
    scheme (A ⇄ B by the commands Go and Back, no restrictions) as JSON and creates
    ``--processes`` processes through the API.
 2. Times, for ``--duration`` seconds after ``--warmup`` seconds:
@@ -26,13 +26,13 @@ reported so you can see what it took. ``--client-processes N`` runs the clients 
 processes of their own (in addition to the server's); ``--client raw`` uses
 :class:`RawConnection` instead of httpx, which costs a twentieth of the CPU per request.
 
-``--server uvicorn`` tries settings ``flowkeeper serve`` does not offer (``--http``,
-``--loop``, ``--server-processes``, ``--thread-tokens``, ``--pool-size``, ``--max-overflow``,
-``--no-pre-ping``) and what-if changes to the app (``--variants``, see :data:`VARIANTS`).
+The server's settings are ``flowkeeper serve``'s own: ``--server-processes`` (its
+``--processes``), ``--threads``, ``--pool-size``, ``--max-overflow``, ``--http``, ``--loop``.
 
-``FK_HTTP_BENCH_PROFILE=path.prof`` with ``--server uvicorn`` profiles the server with
-cProfile in every thread (the event loop and the thread pool that runs the routes) and writes
-the merged statistics to ``path.prof`` when it stops (``python -m pstats path.prof``).
+``--server profiled`` starts one API process of this script's own, built the way ``serve``
+builds one; with ``FK_HTTP_BENCH_PROFILE=path.prof`` it profiles that server with cProfile in
+every thread (the event loop and the thread pool that runs engine calls) and writes the merged
+statistics to ``path.prof`` when it stops (``python -m pstats path.prof``).
 """
 
 import argparse
@@ -93,42 +93,49 @@ class Config:
     """The load generator: ``httpx`` (``httpx.AsyncClient``) or ``raw`` (:class:`RawConnection`,
     a minimal keep-alive HTTP/1.1 client, to tell what httpx itself costs)."""
     server: str = "serve"
-    """``serve`` (the ``flowkeeper serve`` command) or ``uvicorn`` (this script's own launch
-    of uvicorn over ``create_app``, with the settings below)."""
+    """``serve`` (the ``flowkeeper serve`` command) or ``profiled`` (one API process started by
+    this script, as ``serve`` builds it, that ``FK_HTTP_BENCH_PROFILE`` can profile)."""
     log_level: str = "warning"
     with_workers: bool = False
     """``serve`` only: run the step workers too (``--no-workers`` otherwise)."""
     http: str = "auto"
     loop: str = "auto"
     server_processes: int = 1
-    """``uvicorn`` only: uvicorn's ``workers`` (processes)."""
-    thread_tokens: int = 0
-    """``uvicorn`` only: the thread pool's size for the routes (0: anyio's default, 40)."""
-    key_cache_seconds: float = 5.0
-    """``uvicorn`` only: ``create_app(key_cache_seconds=…)``."""
-    access_log: bool = True
-    """``uvicorn`` only: uvicorn's access log (written at log level info)."""
+    """``serve`` only: ``--processes``."""
+    threads: int = 0
+    """Threads per API process for engine calls (0: ``serve``'s default)."""
     pool_size: int = 0
-    """``uvicorn`` only: the SQLAlchemy pool's ``pool_size`` (0: Flowkeeper's default); the
-    ceiling's engine gets the same pool settings as the server's."""
+    """Connections each API process keeps (0: ``serve``'s default, as many as threads); the
+    ceiling's engine gets the same pool."""
     max_overflow: int = -1
-    """``uvicorn`` only: the pool's ``max_overflow`` (-1: Flowkeeper's default)."""
-    pre_ping: bool = True
-    """``uvicorn`` only: ``pool_pre_ping`` (a ``SELECT 1`` before each checkout)."""
-    variants: Sequence[str] = ()
-    """``uvicorn`` only: what-if changes to the app (see :data:`VARIANTS`)."""
+    """Extra connections when busy (-1: ``serve``'s default)."""
+    pre_ping: bool = False
+    """``serve --pre-ping``: test each connection before use."""
     server_log: str | None = None
     """Where to keep the server's output (a temporary file otherwise)."""
 
     def engine_options(self) -> dict[str, Any]:
-        """The pool settings given, as ``fk.Engine(url, **options)`` takes them."""
-        options: dict[str, Any] = {}
+        """The pool an API process of ``serve`` gets, as ``fk.Engine(url, **options)`` takes it."""
+        from flowkeeper.api import DEFAULT_THREADS
+        from flowkeeper.cli.serve import DEFAULT_MAX_OVERFLOW
+
+        return {
+            "pool_size": self.pool_size or self.threads or DEFAULT_THREADS,
+            "max_overflow": DEFAULT_MAX_OVERFLOW if self.max_overflow < 0 else self.max_overflow,
+            "pool_pre_ping": self.pre_ping,
+        }
+
+    def serve_options(self) -> list[str]:
+        """The settings as ``flowkeeper serve`` options."""
+        options = ["--http", self.http, "--loop", self.loop]
+        if self.pre_ping:
+            options.append("--pre-ping")
+        if self.threads:
+            options += ["--threads", str(self.threads)]
         if self.pool_size:
-            options["pool_size"] = self.pool_size
+            options += ["--pool-size", str(self.pool_size)]
         if self.max_overflow >= 0:
-            options["max_overflow"] = self.max_overflow
-        if not self.pre_ping:
-            options["pool_pre_ping"] = False
+            options += ["--max-overflow", str(self.max_overflow)]
         return options
 
 
@@ -608,20 +615,15 @@ def server_command(config: Config, port: int) -> list[str]:
         return [
             *FLOWKEEPER, "serve", "--database", config.database, "--host", "127.0.0.1",
             "--port", str(port), "--log-level", config.log_level,
+            "--processes", str(config.server_processes), *config.serve_options(),
             *([] if config.with_workers else ["--no-workers"]),
         ]  # fmt: skip
-    if config.server == "uvicorn":
+    if config.server == "profiled":
         return [
             sys.executable, str(Path(__file__).resolve()), "_serve", "--database", config.database,
-            "--port", str(port), "--log-level", config.log_level, "--http", config.http,
-            "--loop", config.loop, "--server-processes", str(config.server_processes),
-            "--thread-tokens", str(config.thread_tokens),
-            "--key-cache-seconds", str(config.key_cache_seconds),
-            "--engine-options", json.dumps(config.engine_options()),
-            "--variants", ",".join(config.variants),
-            *([] if config.access_log else ["--no-access-log"]),
+            "--port", str(port), "--log-level", config.log_level, *config.serve_options(),
         ]  # fmt: skip
-    raise ValueError(f"--server is serve or uvicorn, not {config.server!r}")
+    raise ValueError(f"--server is serve or profiled, not {config.server!r}")
 
 
 @contextlib.contextmanager
@@ -782,185 +784,7 @@ def table(report: Report) -> str:
     return "\n".join(lines)
 
 
-# -- this script's own server launch (--server uvicorn) ----------------------------------------
-
-
-def make_app() -> Any:
-    """The app of ``--server uvicorn`` (a factory uvicorn's worker processes call too)."""
-    import flowkeeper as fk
-    from flowkeeper.api import create_app
-
-    variants = [v for v in os.environ.get("FK_HTTP_BENCH_VARIANTS", "").split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    if "async-deps" in variants or "async-routes" in variants:
-        use_async_dependencies()
-    options = json.loads(os.environ.get("FK_HTTP_BENCH_ENGINE_OPTIONS", "{}"))
-    engine = fk.Engine(os.environ["FK_HTTP_BENCH_DATABASE"], **options)
-    cache = float(os.environ.get("FK_HTTP_BENCH_KEY_CACHE", "5"))
-    app = create_app(engine, key_cache_seconds=cache)
-    if "async-routes" in variants:
-        app = with_async_routes(app)
-    tokens = int(os.environ.get("FK_HTTP_BENCH_THREAD_TOKENS", "0"))
-    return SizedThreadPool(app, tokens) if tokens else app
-
-
-class SizedThreadPool:
-    """ASGI middleware: sets the size of the thread pool that runs sync routes and
-    dependencies (anyio's default limiter, 40 threads) from within the server's event loop."""
-
-    def __init__(self, app: Any, tokens: int) -> None:
-        self.app = app
-        self.state = app.state
-        self.tokens = tokens
-        self.sized = False
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.sized:
-            import anyio.to_thread
-
-            anyio.to_thread.current_default_thread_limiter().total_tokens = self.tokens
-            self.sized = True
-        await self.app(scope, receive, send)
-
-
-VARIANTS = ("async-deps", "async-routes")
-"""What-if changes to the app, tried here without touching ``flowkeeper.api``:
-
-- ``async-deps``: the dependencies every route has (``get_engine``, ``get_keys``,
-  ``authenticate``, the role check) as ``async def``, so that FastAPI does not send each one
-  to the thread pool; a key in the store's cache is taken on the event loop, a miss goes to the
-  thread pool.
-- ``async-routes`` (implies ``async-deps``): ``GET /processes/{id}`` and ``POST
-  /processes/{id}/commands/{command}`` as ``async def`` routes that make one trip to the thread
-  pool for the engine calls and the JSON encoding (``model_dump_json``) and return the bytes,
-  instead of a sync route whose return value FastAPI validates again in a second trip.
-"""
-
-
-def use_async_dependencies() -> None:
-    """The ``async-deps`` variant: ``flowkeeper.api.auth``'s dependencies replaced, in this
-    process only, by ``async def`` ones, before the routes that use them are imported."""
-    from typing import Annotated
-
-    from fastapi import Depends, Request
-    from fastapi.security import HTTPAuthorizationCredentials
-    from starlette.concurrency import run_in_threadpool
-
-    from flowkeeper.api import auth
-    from flowkeeper.api.keys import hash_secret
-    from flowkeeper.api.problems import FORBIDDEN, ApiProblem
-    from flowkeeper.engine import Engine
-
-    if any(name.startswith("flowkeeper.api.routes") for name in sys.modules):
-        raise RuntimeError("the async-deps variant must be set up before the routes are imported")
-
-    async def get_engine(request: Request) -> Engine:
-        engine: Engine = request.app.state.flowkeeper_engine
-        return engine
-
-    async def get_keys(request: Request) -> Any:
-        return request.app.state.flowkeeper_keys
-
-    async def authenticate(
-        keys: Annotated[Any, Depends(get_keys)],
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(auth.bearer)],
-    ) -> auth.Principal:
-        if credentials is None:
-            raise auth._unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        secret = credentials.credentials
-        cached = keys._cache.get(hash_secret(secret))
-        if cached is not None and cached[0] > keys._clock():
-            key = cached[1]  # a cache hit costs a hash: no need for a thread
-        else:
-            key = await run_in_threadpool(keys.verify, secret)
-        if key is None:
-            raise auth._unauthorized("the API key is unknown or revoked")
-        return auth.Principal(key.id, key.tenant_id, key.role, key.identity)
-
-    def require(*roles: str) -> Callable[..., Any]:
-        async def check(
-            principal: Annotated[auth.Principal, Depends(authenticate)],
-        ) -> auth.Principal:
-            if principal.role not in roles:
-                raise ApiProblem(FORBIDDEN, f"a {principal.role} key may not do this")
-            return principal
-
-        return check
-
-    auth.get_engine, auth.get_keys, auth.authenticate, auth.require = (  # type: ignore[assignment]
-        get_engine,
-        get_keys,
-        authenticate,
-        require,
-    )
-    auth.EngineDep = Annotated[Engine, Depends(get_engine)]  # type: ignore[misc]
-    auth.KeysDep = Annotated[Any, Depends(get_keys)]  # type: ignore[misc]
-    auth.AnyKey = Annotated[auth.Principal, Depends(require(auth.ADMIN, auth.SERVICE, auth.USER))]  # type: ignore[misc]
-    auth.AdminOrService = Annotated[auth.Principal, Depends(require(auth.ADMIN, auth.SERVICE))]  # type: ignore[misc]
-    auth.AdminOnly = Annotated[auth.Principal, Depends(require(auth.ADMIN))]  # type: ignore[misc]
-
-
-def with_async_routes(inner: Any) -> Any:
-    """The ``async-routes`` variant: an outer app with the two routes, the rest mounted."""
-    from typing import Annotated
-
-    from fastapi import Depends, FastAPI, Request, Response
-    from starlette.concurrency import run_in_threadpool
-
-    from flowkeeper.api import auth
-    from flowkeeper.api.problems import install_problem_handlers
-    from flowkeeper.api.routes.processes import command_problem, own_process
-    from flowkeeper.api.schemas import CommandExecute, ExecutionOut, HistoryOut, ProcessOut
-    from flowkeeper.errors import CommandNotAvailable
-
-    engine = inner.state.flowkeeper_engine
-    outer = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    outer.state.flowkeeper_engine = engine
-    outer.state.flowkeeper_keys = inner.state.flowkeeper_keys
-    install_problem_handlers(outer)
-    caller = Annotated[auth.Principal, Depends(auth.require(auth.ADMIN, auth.SERVICE, auth.USER))]
-
-    @outer.get("/api/v1/processes/{process_id}")
-    async def get_process(process_id: str, principal: caller) -> Response:
-        def work() -> bytes:
-            return (
-                ProcessOut.of(own_process(engine, principal, process_id)).model_dump_json().encode()
-            )
-
-        return Response(await run_in_threadpool(work), media_type="application/json")
-
-    @outer.post("/api/v1/processes/{process_id}/commands/{command}")
-    async def execute_command(
-        process_id: str, command: str, principal: caller, request: Request
-    ) -> Response:
-        raw = await request.body()
-        body = CommandExecute.model_validate_json(raw) if raw else CommandExecute()
-
-        def work() -> bytes:
-            identity = auth.acting_identity(principal, body.identity)
-            own_process(engine, principal, process_id)
-            try:
-                result = engine.processes.execute(
-                    process_id, command, identity=identity, parameters=body.parameters
-                )
-            except CommandNotAvailable as error:
-                raise command_problem(engine, process_id, command, error) from None
-            return (
-                ExecutionOut(
-                    executed=result.executed,
-                    process=ProcessOut.of(result.process),
-                    transitions=[HistoryOut.of(t) for t in result.transitions],
-                )
-                .model_dump_json()
-                .encode()
-            )
-
-        return Response(await run_in_threadpool(work), media_type="application/json")
-
-    outer.mount("/", inner)
-    return outer
+# -- this script's own server launch (--server profiled) ---------------------------------------
 
 
 class ThreadProfiles:
@@ -1000,8 +824,12 @@ class ThreadProfiles:
 
 
 def serve_main(argv: Sequence[str]) -> None:
-    """``http_load.py _serve``: uvicorn over create_app with the given settings."""
+    """``http_load.py _serve``: one API process as ``flowkeeper serve`` builds it, profiled
+    if ``FK_HTTP_BENCH_PROFILE`` names a file."""
     import uvicorn
+
+    from flowkeeper.api import DEFAULT_THREADS
+    from flowkeeper.cli.serve import ServeSettings
 
     parser = argparse.ArgumentParser(prog="http_load.py _serve")
     parser.add_argument("--database", required=True)
@@ -1009,42 +837,33 @@ def serve_main(argv: Sequence[str]) -> None:
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--http", default="auto")
     parser.add_argument("--loop", default="auto")
-    parser.add_argument("--server-processes", type=int, default=1)
-    parser.add_argument("--thread-tokens", type=int, default=0)
-    parser.add_argument("--key-cache-seconds", type=float, default=5.0)
-    parser.add_argument("--no-access-log", action="store_true")
-    parser.add_argument("--engine-options", default="{}")
-    parser.add_argument("--variants", default="")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--pool-size", type=int)
+    parser.add_argument("--max-overflow", type=int)
+    parser.add_argument("--pre-ping", action="store_true")
     args = parser.parse_args(argv)
-    os.environ["FK_HTTP_BENCH_VARIANTS"] = args.variants
-    os.environ["FK_HTTP_BENCH_ENGINE_OPTIONS"] = args.engine_options
-    os.environ["FK_HTTP_BENCH_DATABASE"] = args.database
-    os.environ["FK_HTTP_BENCH_KEY_CACHE"] = str(args.key_cache_seconds)
-    os.environ["FK_HTTP_BENCH_THREAD_TOKENS"] = str(args.thread_tokens)
-    options: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": args.port,
-        "log_level": args.log_level,
-        "http": args.http,
-        "loop": args.loop,
-        "access_log": not args.no_access_log,
-    }
-    if args.server_processes > 1:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        uvicorn.run(
-            "http_load:make_app",
-            factory=True,
-            workers=args.server_processes,
-            app_dir=str(Path(__file__).resolve().parent),
-            **options,
-        )
-        return
+    settings = ServeSettings(
+        database=args.database,
+        threads=args.threads,
+        pool_size=args.pool_size,
+        max_overflow=args.max_overflow,
+        pre_ping=args.pre_ping,
+    )
     profile_path = os.environ.get(PROFILE_VARIABLE)
     profiles = ThreadProfiles() if profile_path else None
-    app = make_app()
+    engine = settings.engine()
     if profiles is not None:
         profiles.start()
-    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            settings.app(engine),
+            host="127.0.0.1",
+            port=args.port,
+            log_level=args.log_level,
+            http=args.http,
+            loop=args.loop,
+        )
+    )
 
     def stop(signum: int, frame: Any) -> None:
         # uvicorn raises the signal that stopped it again once it is done: without this
@@ -1058,7 +877,7 @@ def serve_main(argv: Sequence[str]) -> None:
     finally:
         if profiles is not None and profile_path:
             profiles.dump(profile_path)
-        app.state.flowkeeper_engine.close()
+        engine.close()
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -1081,23 +900,16 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, bool]:
     parser.add_argument(
         "--client", choices=("httpx", "raw"), default="httpx", help="The load generator."
     )
-    parser.add_argument("--server", choices=("serve", "uvicorn"), default="serve")
+    parser.add_argument("--server", choices=("serve", "profiled"), default="serve")
     parser.add_argument("--log-level", default="warning", help="The server's log level.")
     parser.add_argument("--with-workers", action="store_true", help="serve: run step workers.")
-    parser.add_argument("--http", default="auto", help="uvicorn: auto, h11 or httptools.")
-    parser.add_argument("--loop", default="auto", help="uvicorn: auto, asyncio or uvloop.")
-    parser.add_argument("--server-processes", type=int, default=1, help="uvicorn: workers.")
-    parser.add_argument("--thread-tokens", type=int, default=0, help="uvicorn: thread pool size.")
-    parser.add_argument("--key-cache-seconds", type=float, default=5.0, help="uvicorn.")
-    parser.add_argument("--no-access-log", action="store_true", help="uvicorn.")
-    parser.add_argument("--pool-size", type=int, default=0, help="uvicorn (and the ceiling).")
-    parser.add_argument("--max-overflow", type=int, default=-1, help="uvicorn (and the ceiling).")
-    parser.add_argument("--no-pre-ping", action="store_true", help="uvicorn (and the ceiling).")
-    parser.add_argument(
-        "--variants",
-        default="",
-        help="uvicorn: what-if app changes, comma-separated: async-deps, async-routes.",
-    )
+    parser.add_argument("--http", default="auto", help="auto, h11 or httptools.")
+    parser.add_argument("--loop", default="auto", help="auto, asyncio or uvloop.")
+    parser.add_argument("--server-processes", type=int, default=1, help="serve --processes.")
+    parser.add_argument("--threads", type=int, default=0, help="serve --threads.")
+    parser.add_argument("--pool-size", type=int, default=0, help="serve (and the ceiling).")
+    parser.add_argument("--max-overflow", type=int, default=-1, help="serve (and the ceiling).")
+    parser.add_argument("--pre-ping", action="store_true", help="serve (and the ceiling).")
     parser.add_argument("--server-log", help="Keep the server's output in this file.")
     parser.add_argument("--json", action="store_true", help="Print JSON.")
     args = parser.parse_args(argv)
@@ -1120,14 +932,11 @@ def parse_config(argv: Sequence[str]) -> tuple[Config, bool]:
         http=args.http,
         loop=args.loop,
         server_processes=args.server_processes,
-        thread_tokens=args.thread_tokens,
-        key_cache_seconds=args.key_cache_seconds,
-        access_log=not args.no_access_log,
+        threads=args.threads,
         pool_size=args.pool_size,
         max_overflow=args.max_overflow,
-        pre_ping=not args.no_pre_ping,
+        pre_ping=args.pre_ping,
         server_log=args.server_log,
-        variants=[v.strip() for v in args.variants.split(",") if v.strip()],
     )
     return config, args.json
 

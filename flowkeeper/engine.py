@@ -179,7 +179,7 @@ class Engine:
         self._ensure_schema()
         with translate_connection_errors(self.url), self.database.connect() as own:
             if read_only:
-                own.execution_options(**{READ_ONLY: True})
+                own.execution_options(**self._read_only_options(own))
             own.info[_OWN_TRANSACTION] = True
             try:
                 with own.begin():
@@ -189,6 +189,16 @@ class Engine:
                 wake = own.info.pop(_WAKE_AFTER_COMMIT, False)
             if wake:
                 self._waker.wake()
+
+    def _read_only_options(self, connection: sa.Connection) -> dict[str, Any]:
+        options: dict[str, Any] = {READ_ONLY: True}
+        if self.kind == "postgresql" and connection.dialect.default_isolation_level == (
+            "READ COMMITTED"
+        ):
+            # Each statement takes its own snapshot at READ COMMITTED, in a transaction or not:
+            # without BEGIN and ROLLBACK a read is one round trip instead of three.
+            options["isolation_level"] = "AUTOCOMMIT"
+        return options
 
     def _steps_added(self, connection: sa.Connection) -> None:
         """Steps were added in ``connection``'s transaction: wake workers once they are visible.

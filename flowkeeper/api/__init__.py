@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
     from flowkeeper.engine import Engine
 
-__all__ = ["create_app", "require_server_extra"]
+__all__ = ["DEFAULT_THREADS", "create_app", "require_server_extra"]
+
+DEFAULT_THREADS = 40
+"""Engine calls an app runs at once (``create_app(threads=…)``, ``serve --threads``): as many
+as anyio's thread pool would run. Each holds a database connection while it waits for the
+database (or a tenant's callback service); more requests wait their turn."""
 
 
 def require_server_extra(*modules: str) -> None:

@@ -1,7 +1,7 @@
 """The FastAPI application: routes under ``/api/v1``, health checks, problems, the OpenAPI contract.
 
-Route functions are plain ``def``: FastAPI runs them in its thread pool, where they call the
-engine's synchronous API, each call one database transaction.
+The engine's API is synchronous: routes run it off the event loop, each call one database
+transaction (see :mod:`flowkeeper.api.answers`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import flowkeeper
+from flowkeeper.api import DEFAULT_THREADS
 from flowkeeper.api import callbacks as callback_routes
+from flowkeeper.api.answers import EngineThreads
 from flowkeeper.api.auth import EngineDep
 from flowkeeper.api.keys import KeyStore
 from flowkeeper.api.metrics import install_metrics
@@ -70,12 +72,15 @@ def create_app(
     key_cache_seconds: float = 5.0,
     keys: KeyStore | None = None,
     metrics: bool = True,
+    threads: int = DEFAULT_THREADS,
 ) -> FastAPI:
     """The HTTP API over ``engine``, as a FastAPI app (mount it in your own, or serve it).
 
     ``key_cache_seconds``: how long a verified API key is trusted without asking the
     database again (so how long a revoked key may still work). ``metrics``: serve
     ``GET /metrics`` (Prometheus, no authentication; see :mod:`flowkeeper.api.metrics`).
+    ``threads``: how many engine calls run at once (each holds a database connection while it
+    runs, so give the engine a pool at least this big); more requests wait their turn.
     """
     if not isinstance(engine, Engine):
         raise InvalidArgument(
@@ -89,12 +94,14 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    if not isinstance(threads, int) or threads < 1:
+        raise InvalidArgument(f"threads must be a positive integer, not {threads!r}")
     app.state.flowkeeper_engine = engine
+    app.state.flowkeeper_threads = EngineThreads(threads)
     app.state.flowkeeper_keys = keys or KeyStore(engine, cache_seconds=key_cache_seconds)
-    api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
-    for module in (schemes, processes, steps, key_routes, callback_routes):
-        api.include_router(module.router)
-    app.include_router(api)
+    # Processes first: routes are matched in order, and theirs are the busiest.
+    for module in (processes, schemes, steps, key_routes, callback_routes):
+        app.include_router(module.router, prefix=API_PREFIX, responses=COMMON_RESPONSES)
     app.include_router(_health_router())
     install_problem_handlers(app)
     if metrics:

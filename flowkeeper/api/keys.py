@@ -98,6 +98,8 @@ class KeyStore:
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKey]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
+        """Revocations made here so far: a look-up that began before one is not cached."""
         self._schema_checked = False
 
     @contextmanager
@@ -174,23 +176,31 @@ class KeyStore:
                 )
                 key = self._get(conn, key_id, tenant_id)
         with self._lock:
+            self._generation += 1
             for digest in [d for d, (_, k) in self._cache.items() if k.id == key.id]:
                 del self._cache[digest]
         return key
 
+    def cached(self, secret: str) -> ApiKey | None:
+        """The key ``secret`` is, if verified within ``cache_seconds``; no database access."""
+        if not isinstance(secret, str) or len(secret) > MAX_KEY_LENGTH:
+            return None
+        cached = self._cache.get(hash_secret(secret))
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        return None
+
     def verify(self, secret: str) -> ApiKey | None:
         """The key whose text ``secret`` is, unless unknown or revoked (then None)."""
-        if (
-            not isinstance(secret, str)
-            or not secret.startswith(KEY_PREFIX)
-            or len(secret) > MAX_KEY_LENGTH
-        ):
+        if not isinstance(secret, str) or not secret.startswith(KEY_PREFIX):
+            return None
+        known = self.cached(secret)
+        if known is not None:
+            return known
+        if len(secret) > MAX_KEY_LENGTH:
             return None
         digest = hash_secret(secret)
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        generation = self._generation  # a revocation from now on must not be undone below
         with self._begin() as conn:
             row = conn.execute(
                 sa.select(api_keys).where(
@@ -204,9 +214,11 @@ class KeyStore:
         key = _key(row)
         if self.cache_seconds > 0:
             with self._lock:
+                if generation != self._generation:
+                    return key  # read before a revocation here committed: answer, don't keep
                 if len(self._cache) >= CACHE_ENTRIES:
                     self._cache.clear()
-                self._cache[digest] = (now + self.cache_seconds, key)
+                self._cache[digest] = (self._clock() + self.cache_seconds, key)
         return key
 
     def _get(self, conn: sa.Connection, key_id: str, tenant_id: str | None) -> ApiKey:

@@ -1,24 +1,49 @@
-"""``flowkeeper serve``: the HTTP API with uvicorn, and workers in the same process."""
+"""``flowkeeper serve``: the HTTP API with uvicorn, and workers in the same process.
+
+With ``--processes N`` uvicorn starts N API processes on the same port (each Python process
+uses at most one core, and a request is mostly CPU); the step workers then run in the
+process that started them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
-from flowkeeper.cli.common import DatabaseOption, errors, reports_errors
+from flowkeeper.api import DEFAULT_THREADS
+from flowkeeper.cli.common import DatabaseOption, errors, fail, reports_errors
 from flowkeeper.engine import Engine
 from flowkeeper.errors import FlowkeeperError
 from flowkeeper.storage.database import URL_ENVIRONMENT_VARIABLE
 
 logger = logging.getLogger("flowkeeper.serve")
+
+DEFAULT_MAX_OVERFLOW = 10
+
+
+class HttpProtocol(StrEnum):
+    AUTO = "auto"
+    H11 = "h11"
+    HTTPTOOLS = "httptools"
+
+
+class EventLoop(StrEnum):
+    AUTO = "auto"
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
 
 RETRY_WORKERS_AFTER_S = 5.0
 """How long the worker thread waits before starting again after the engine failed (the
@@ -57,6 +82,70 @@ class WorkerThread(threading.Thread):
             self.join(0.2)
 
 
+SETTINGS_VARIABLE = "FLOWKEEPER_SERVE_SETTINGS"
+"""How ``serve --processes N`` hands its settings to the API processes uvicorn starts."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What every API process of ``flowkeeper serve`` builds its engine and app from."""
+
+    database: str | None = None
+    app_spec: str | None = None
+    threads: int = DEFAULT_THREADS
+    pool_size: int | None = None
+    max_overflow: int | None = None
+    pre_ping: bool = False
+
+    def engine(self) -> Engine:
+        """The engine to serve: the ``--app`` one, or a plain engine on ``--database``."""
+        if self.app_spec is not None:
+            from flowkeeper.cli import load_engine
+
+            if self.database is not None:
+                os.environ[URL_ENVIRONMENT_VARIABLE] = self.database  # before the import
+            return load_engine(self.app_spec)
+        # One connection per route thread, kept: a pool smaller than the thread pool would
+        # open and close connections all the time under load. No ping before each checkout
+        # (a round trip that doubles the cost of a read): a connection found dead fails its
+        # request with 503 and makes the pool replace every connection older than it.
+        pool_size = self.threads if self.pool_size is None else self.pool_size
+        max_overflow = DEFAULT_MAX_OVERFLOW if self.max_overflow is None else self.max_overflow
+        return Engine(
+            self.database,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=self.pre_ping,
+        )
+
+    def app(self, engine: Engine) -> Any:
+        """The ASGI app of one API process: ``create_app(engine)`` with its thread pool."""
+        from flowkeeper.api import create_app
+
+        return with_thread_pool(create_app(engine, threads=self.threads), self.threads)
+
+
+def app_from_environment() -> Any:
+    """The app of one of several API processes (uvicorn's factory for ``--processes N``)."""
+    settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    return settings.app(settings.engine())
+
+
+def with_thread_pool(app: Any, threads: int) -> Any:
+    """``app``, setting the size of the thread pool that runs engine calls when it starts
+    (anyio's default thread limiter, which exists only inside the event loop)."""
+
+    async def sized(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        await app(scope, receive, send)
+
+    sized.state = app.state  # type: ignore[attr-defined]
+    return sized
+
+
 @reports_errors
 def serve(
     database: DatabaseOption = None,
@@ -76,39 +165,103 @@ def serve(
             "implementations); a plain engine on --database otherwise.",
         ),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            help="API processes sharing the port (one Python process uses one core at most); "
+            "the workers then run in the process that starts them.",
+            min=1,
+        ),
+    ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option("--threads", help="Threads per API process running engine calls.", min=1),
+    ] = DEFAULT_THREADS,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-size",
+            help="Database connections each process keeps (default: --threads).",
+            min=1,
+        ),
+    ] = None,
+    max_overflow: Annotated[
+        int | None,
+        typer.Option(
+            "--max-overflow",
+            help=f"Extra connections each process may open when busy "
+            f"(default {DEFAULT_MAX_OVERFLOW}).",
+            min=0,
+        ),
+    ] = None,
+    pre_ping: Annotated[
+        bool,
+        typer.Option(
+            "--pre-ping/--no-pre-ping",
+            help="Test each database connection before use: no request fails on a connection "
+            "that died while idle (after a database restart), at a round trip per request.",
+        ),
+    ] = False,
+    http: Annotated[
+        HttpProtocol, typer.Option(help="HTTP parser (auto: httptools if installed).")
+    ] = HttpProtocol.AUTO,
+    loop: Annotated[
+        EventLoop, typer.Option(help="Event loop (auto: uvloop if installed).")
+    ] = EventLoop.AUTO,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the HTTP API (docs at /docs) and, unless --no-workers, run workers alongside."""
-    from flowkeeper.api import create_app, require_server_extra
+    from flowkeeper.api import require_server_extra
 
     require_server_extra("fastapi", "uvicorn")
     import uvicorn
 
+    if app_spec is not None and (pool_size is not None or max_overflow is not None or pre_ping):
+        fail("--pool-size, --max-overflow and --pre-ping apply to --database; with --app, give "
+             "them to your Engine(…) (pool_size=…, max_overflow=…, pool_pre_ping=…)")  # fmt: skip
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if app_spec is not None:
-        from flowkeeper.cli import load_engine
-
-        if database is not None:
-            os.environ[URL_ENVIRONMENT_VARIABLE] = database  # before the import, as for worker
-        engine = load_engine(app_spec)
-    else:
-        engine = Engine(database)
+    settings = ServeSettings(database, app_spec, threads, pool_size, max_overflow, pre_ping)
+    engine = settings.engine()
     try:
         engine.check_schema()
     except FlowkeeperError as error:
         errors.print(f"warning: {error}", highlight=False, soft_wrap=True)
-    app = create_app(engine)
     thread = None if no_workers else WorkerThread(engine, workers)
     errors.print(
         f"flowkeeper serve: {engine} on http://{host}:{port} (docs at /docs), "
+        + (f"{processes} API processes, " if processes > 1 else "")
         + ("no workers" if thread is None else f"{workers} workers"),
         highlight=False,
     )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "http": http.value,
+        "loop": loop.value,
+    }
     if thread is not None:
         thread.start()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    try:
+        if processes > 1:
+            os.environ[SETTINGS_VARIABLE] = json.dumps(dataclasses.asdict(settings))
+            # uvicorn's supervisor stops its processes on SIGINT/SIGTERM and returns.
+            uvicorn.run(
+                f"{__name__}:app_from_environment", factory=True, workers=processes, **options
+            )
+        else:
+            _serve_here(uvicorn.Server(uvicorn.Config(settings.app(engine), **options)))
+    finally:
+        if thread is not None:
+            thread.shutdown()
+        engine.close()
+
+
+def _serve_here(server: Any) -> None:
+    """Run one uvicorn server in this process until SIGINT or SIGTERM."""
 
     def stop_serving(signum: int, frame: FrameType | None) -> None:
         # Outside uvicorn's own handlers: before it starts, and when it re-raises the signal
@@ -120,9 +273,6 @@ def serve(
     try:
         server.run()
     finally:
-        if thread is not None:
-            thread.shutdown()
-        engine.close()
         _handle_signals(previous)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, Literal, TypeAlias
 
 from flowkeeper.processes.model import Classifier, CommandInput
 
@@ -20,6 +20,17 @@ class ProcessStatus(StrEnum):
     FINALIZED = "Finalized"
     TERMINATED = "Terminated"
     ERROR = "Error"
+
+
+class _AnyTenant(Enum):
+    ANY = "any"
+
+
+ANY_TENANT = _AnyTenant.ANY
+"""The default ``tenant_id`` of calls on one process: whichever tenant it belongs to."""
+
+TenantFilter: TypeAlias = str | Literal[_AnyTenant.ANY] | None
+"""A tenant a process must belong to (``None``: the default tenant), or :data:`ANY_TENANT`."""
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,13 @@ from flowkeeper.processes.interpreter import Mover
 from flowkeeper.processes.model import Scheme, TriggerType
 from flowkeeper.processes.parameters import persistent_values
 from flowkeeper.processes.records import (
+    ANY_TENANT,
     Command,
     ExecutionResult,
     HistoryRecord,
     Process,
     ProcessStatus,
+    TenantFilter,
 )
 from flowkeeper.processes.registry import ProcessRegistry
 from flowkeeper.processes.schemes import SchemeStore
@@ -57,7 +59,12 @@ _FINISHED = (ProcessStatus.FINALIZED, ProcessStatus.TERMINATED)
 
 
 class ProcessRuntime:
-    """Process instances (``engine.processes``); see the README's walkthrough."""
+    """Process instances (``engine.processes``); see the README's walkthrough.
+
+    Calls on one process take ``tenant_id``: given (``None`` for the default tenant), a
+    process of another tenant raises ``ProcessNotFound`` as if it did not exist, checked on
+    the row the call reads anyway. Left out, the process may belong to any tenant.
+    """
 
     def __init__(
         self,
@@ -148,22 +155,44 @@ class ProcessRuntime:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get(self, process_id: str, *, connection: sa.Connection | None = None) -> Process:
+    def get(
+        self,
+        process_id: str,
+        *,
+        tenant_id: TenantFilter = ANY_TENANT,
+        connection: sa.Connection | None = None,
+    ) -> Process:
         """The process as stored now (``ProcessNotFound`` if there is none)."""
         with self._transaction(connection, read_only=True) as conn:
-            return process_from_row(self._row(conn, process_id, lock=False))
+            return process_from_row(self._row(conn, process_id, lock=False, tenant=tenant_id))
 
-    def exists(self, process_id: str, *, connection: sa.Connection | None = None) -> bool:
-        """Whether a process with this id exists."""
+    def exists(
+        self,
+        process_id: str,
+        *,
+        tenant_id: TenantFilter = ANY_TENANT,
+        connection: sa.Connection | None = None,
+    ) -> bool:
+        """Whether a process with this id exists (in ``tenant_id``, if given)."""
         with self._transaction(connection, read_only=True) as conn:
-            return self._rows.exists(conn, _check_id(process_id))
+            if tenant_id is ANY_TENANT:
+                return self._rows.exists(conn, _check_id(process_id))
+            try:
+                self._row(conn, process_id, lock=False, tenant=tenant_id)
+            except ProcessNotFound:
+                return False
+            return True
 
     def history(
-        self, process_id: str, *, connection: sa.Connection | None = None
+        self,
+        process_id: str,
+        *,
+        tenant_id: TenantFilter = ANY_TENANT,
+        connection: sa.Connection | None = None,
     ) -> builtins.list[HistoryRecord]:
         """The transitions the process made, oldest first."""
         with self._transaction(connection, read_only=True) as conn:
-            self._row(conn, process_id, lock=False)
+            self._row(conn, process_id, lock=False, tenant=tenant_id)
             return self._rows.history(conn, process_id)
 
     def list(
@@ -198,6 +227,7 @@ class ProcessRuntime:
         identity: str | None = None,
         *,
         check_conditions: bool = False,
+        tenant_id: TenantFilter = ANY_TENANT,
         connection: sa.Connection | None = None,
     ) -> builtins.list[Command]:
         """The commands ``identity`` may execute now, in scheme order.
@@ -207,7 +237,7 @@ class ProcessRuntime:
         """
         _check_identity(identity)
         with self._transaction(connection, read_only=True) as conn:
-            live = self._live(conn, self._row(conn, process_id, lock=False))
+            live = self._live(conn, self._row(conn, process_id, lock=False, tenant=tenant_id))
             if live.status in _FINISHED:
                 return []
             mover = self._mover(live, conn, identity)
@@ -235,11 +265,15 @@ class ProcessRuntime:
             return result
 
     def states_to_set(
-        self, process_id: str, *, connection: sa.Connection | None = None
+        self,
+        process_id: str,
+        *,
+        tenant_id: TenantFilter = ANY_TENANT,
+        connection: sa.Connection | None = None,
     ) -> builtins.list[str]:
         """States ``set_state`` accepts for this process (activities marked for it)."""
         with self._transaction(connection, read_only=True) as conn:
-            live = self._live(conn, self._row(conn, process_id, lock=False))
+            live = self._live(conn, self._row(conn, process_id, lock=False, tenant=tenant_id))
             return self._states(live.scheme)
 
     # -- moving --------------------------------------------------------------------------------
@@ -251,6 +285,7 @@ class ProcessRuntime:
         *,
         identity: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        tenant_id: TenantFilter = ANY_TENANT,
         connection: sa.Connection | None = None,
     ) -> ExecutionResult:
         """Execute ``command`` as ``identity``: pick the first permitted transition whose
@@ -263,7 +298,7 @@ class ProcessRuntime:
             raise InvalidArgument(f"command must be a non-empty string, not {command!r}")
         _check_identity(identity)
         with self._transaction(connection) as conn:
-            row = self._row(conn, process_id, lock=True)
+            row = self._row(conn, process_id, lock=True, tenant=tenant_id)
             live = self._live(conn, row)
             left = self._auto_update(conn, live)
             if live.status in _FINISHED:
@@ -306,6 +341,7 @@ class ProcessRuntime:
         *,
         identity: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        tenant_id: TenantFilter = ANY_TENANT,
         connection: sa.Connection | None = None,
     ) -> Process:
         """Move the process to the activity of ``state`` without a transition.
@@ -315,7 +351,7 @@ class ProcessRuntime:
         """
         _check_identity(identity)
         with self._transaction(connection) as conn:
-            row = self._row(conn, process_id, lock=True)
+            row = self._row(conn, process_id, lock=True, tenant=tenant_id)
             live = self._live(conn, row)
             left = self._auto_update(conn, live)
             target = next(
@@ -340,23 +376,35 @@ class ProcessRuntime:
             mover.settle()
             return self._save(conn, row, live, mover.moves, left or start)
 
-    def update_scheme(self, process_id: str, *, connection: sa.Connection | None = None) -> Process:
+    def update_scheme(
+        self,
+        process_id: str,
+        *,
+        tenant_id: TenantFilter = ANY_TENANT,
+        connection: sa.Connection | None = None,
+    ) -> Process:
         """Move the process to the newest version of its scheme (its history stays as it is).
 
         ``SchemeUpdateError`` if that version has no activity of the process's name.
         """
         with self._transaction(connection) as conn:
-            row = self._row(conn, process_id, lock=True)
+            row = self._row(conn, process_id, lock=True, tenant=tenant_id)
             live = self._live(conn, row)
             left = self._switch_to_newest(conn, live, strict=True)
             if left is None:
                 return process_from_row(row)
             return self._save(conn, row, live, [], left)
 
-    def delete(self, process_id: str, *, connection: sa.Connection | None = None) -> None:
+    def delete(
+        self,
+        process_id: str,
+        *,
+        tenant_id: TenantFilter = ANY_TENANT,
+        connection: sa.Connection | None = None,
+    ) -> None:
         """Delete the process, its history and its pending timers."""
         with self._transaction(connection) as conn:
-            self._row(conn, process_id, lock=True)
+            self._row(conn, process_id, lock=True, tenant=tenant_id)
             self._rows.cancel_timers(conn, process_id)
             self._rows.delete(conn, process_id)
 
@@ -413,9 +461,11 @@ class ProcessRuntime:
             history_length=0 if row is None else row.history_length,
         )
 
-    def _row(self, conn: sa.Connection, process_id: str, *, lock: bool) -> Any:
+    def _row(
+        self, conn: sa.Connection, process_id: str, *, lock: bool, tenant: TenantFilter
+    ) -> Any:
         row = self._rows.load(conn, _check_id(process_id), lock=lock)
-        if row is None:
+        if row is None or (tenant is not ANY_TENANT and row.tenant_id != tenant_key(tenant)):
             raise ProcessNotFound(f"no process has the id {process_id!r}")
         return row
 

@@ -90,7 +90,8 @@ class ProcessRows:
         if self._driver is None:
             d = conn.dialect
             self._driver = {
-                "select": DriverStatement(self._select_locked, d),
+                "select": DriverStatement(self._select, d),
+                "select_locked": DriverStatement(self._select_locked, d),
                 "update": DriverStatement(self._update, d),
                 "history": DriverStatement(self._insert_history, d, column_keys=_HISTORY_COLUMNS),
             }
@@ -98,9 +99,7 @@ class ProcessRows:
 
     def load(self, conn: sa.Connection, pid: str, *, lock: bool) -> Any:
         """The process row (locked until the transaction ends when ``lock``)."""
-        if not lock:
-            return conn.execute(self._select, {"pid": pid}).first()
-        select = self._statements(conn)["select"]
+        select = self._statements(conn)["select_locked" if lock else "select"]
         with driver_cursor(conn) as cursor:
             cursor.execute(select.sql, select.args({"pid": pid}))
             values = cursor.fetchone()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,6 +65,35 @@ def test_another_server_stops_trusting_a_revoked_key_within_the_cache_time(
         assert client.get(S, headers=headers).status_code == 200  # still cached
         now[0] += 0.2
         assert_problem(client.get(S, headers=headers), 401, "unauthorized")
+
+
+def test_a_look_up_that_began_before_a_revocation_is_not_kept(engine: fk.Engine) -> None:
+    """A verify that read the key from the database just before another thread revoked it
+    answers with what it read, but does not put the key back into the cache."""
+    store = KeyStore(engine, cache_seconds=60.0)
+    made = store.create(role="service", tenant_id="acme")
+    read, revoked = threading.Event(), threading.Event()
+    real_begin = store._begin  # the seam between the read and the caching
+
+    @contextlib.contextmanager
+    def begin_then_wait() -> Iterator[Any]:
+        with real_begin() as conn:
+            yield conn
+        read.set()
+        assert revoked.wait(10)
+
+    store._begin = begin_then_wait  # type: ignore[method-assign]
+    answers: list[Any] = []
+    looking = threading.Thread(target=lambda: answers.append(store.verify(made.secret)))
+    looking.start()
+    assert read.wait(10)
+    store._begin = real_begin  # type: ignore[method-assign]
+    store.revoke(made.key.id)
+    revoked.set()
+    looking.join(10)
+    assert answers[0] is not None  # it had read the key before the revocation
+    assert store.cached(made.secret) is None
+    assert store.verify(made.secret) is None
 
 
 # -- roles ---------------------------------------------------------------------------------------

@@ -65,11 +65,13 @@ def test_a_short_run_against_sqlite(http_load: ModuleType, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_the_what_ifs_and_the_raw_client_answer_the_same(
-    http_load: ModuleType, tmp_path: Path
+def test_the_profiled_server_and_the_raw_client_answer_the_same(
+    http_load: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The script's own uvicorn launch, with the async routes, a small thread pool, the pool
-    settings and the raw client: every request answered 200."""
+    """The script's own profiled server, with a small thread pool, the pool settings and the
+    raw client: every request answered 200, and the profile is written."""
+    profile = tmp_path / "server.prof"
+    monkeypatch.setenv(http_load.PROFILE_VARIABLE, str(profile))
     config = http_load.Config(
         database=f"sqlite:///{tmp_path / 'load.db'}",
         duration=0.4,
@@ -78,11 +80,10 @@ def test_the_what_ifs_and_the_raw_client_answer_the_same(
         processes=4,
         ceiling=False,
         client="raw",
-        server="uvicorn",
-        variants=["async-routes"],
-        thread_tokens=4,
+        server="profiled",
+        threads=4,
         pool_size=5,
-        pre_ping=False,
+        max_overflow=0,
     )
     report = http_load.run(config)
     assert [(r.operation, r.via) for r in report.results] == [("command", "http"), ("get", "http")]
@@ -90,3 +91,26 @@ def test_the_what_ifs_and_the_raw_client_answer_the_same(
         assert result.requests > 0, result
         assert result.errors == 0, result
         assert result.ratio is None
+    assert profile.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_serve_with_two_processes_under_load(http_load: ModuleType, tmp_path: Path) -> None:
+    """``flowkeeper serve --processes 2`` answers every request of a short run."""
+    config = http_load.Config(
+        database=f"sqlite:///{tmp_path / 'load.db'}",
+        duration=0.4,
+        warmup=0.1,
+        clients=4,
+        processes=8,
+        ceiling=False,
+        client="raw",
+        server_processes=2,
+        threads=4,
+        http="h11",
+        loop="asyncio",
+    )
+    report = http_load.run(config)
+    for result in report.results:
+        assert result.requests > 0, result
+        assert result.errors == 0, result

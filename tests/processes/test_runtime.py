@@ -484,3 +484,37 @@ def test_text_no_database_can_store_is_refused(docs: fk.Engine, call: Any, match
     with pytest.raises(fk.InvalidArgument, match=match):
         call(docs)
     assert snapshot(docs)["fk_processes"] == []
+
+
+def test_calls_with_a_tenant_see_only_that_tenants_processes(docs: fk.Engine) -> None:
+    docs.schemes.save(document_scheme(), tenant_id="acme")
+    theirs = docs.processes.create("Document", tenant_id="acme", parameters={"Author": "alice"})
+    ours = docs.processes.create("Document", parameters={"Author": "alice"})
+    before = snapshot(docs)
+    others = {
+        "get": lambda t: docs.processes.get(theirs, tenant_id=t),
+        "history": lambda t: docs.processes.history(theirs, tenant_id=t),
+        "commands": lambda t: docs.processes.commands(theirs, "alice", tenant_id=t),
+        "states_to_set": lambda t: docs.processes.states_to_set(theirs, tenant_id=t),
+        "execute": lambda t: docs.processes.execute(
+            theirs, "Submit", identity="alice", tenant_id=t
+        ),
+        "set_state": lambda t: docs.processes.set_state(theirs, "Draft", tenant_id=t),
+        "update_scheme": lambda t: docs.processes.update_scheme(theirs, tenant_id=t),
+        "delete": lambda t: docs.processes.delete(theirs, tenant_id=t),
+    }
+    for name, call in others.items():
+        for wrong in (None, "other", ""):
+            with pytest.raises(fk.ProcessNotFound, match=theirs):
+                call(wrong)
+        assert snapshot(docs) == before, name
+    assert docs.processes.exists(theirs, tenant_id="acme")
+    assert not docs.processes.exists(theirs, tenant_id=None)
+    assert docs.processes.exists(theirs)  # no tenant given: any tenant
+    assert docs.processes.get(theirs, tenant_id="acme").tenant_id == "acme"
+    assert docs.processes.get(ours, tenant_id=None).id == ours
+    assert docs.processes.get(ours, tenant_id="").id == ours  # "" is the default tenant too
+    result = docs.processes.execute(theirs, "Submit", identity="alice", tenant_id="acme")
+    assert result.executed
+    docs.processes.delete(theirs, tenant_id="acme")
+    assert not docs.processes.exists(theirs)

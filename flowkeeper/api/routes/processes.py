@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from flowkeeper.api.auth import AdminOrService, AnyKey, EngineDep, Principal, acting_identity
+from flowkeeper.api.answers import JsonAnswer, answer, answer_list, off_loop
+from flowkeeper.api.auth import AdminOrService, AnyKey, EngineDep, acting_identity
 from flowkeeper.api.fields import NO_NUL
 from flowkeeper.api.metrics import record_command
 from flowkeeper.api.problems import COMMAND_NOT_PERMITTED, INVALID_CURSOR, ApiProblem, problem_of
@@ -28,13 +30,9 @@ from flowkeeper.api.schemas import (
     StateSet,
 )
 from flowkeeper.engine import Engine
-from flowkeeper.errors import (
-    CommandNotAvailable,
-    FlowkeeperError,
-    ProcessNotFound,
-)
+from flowkeeper.errors import CommandNotAvailable, FlowkeeperError
 from flowkeeper.processes.model import TriggerType
-from flowkeeper.processes.records import Process, ProcessStatus
+from flowkeeper.processes.records import ProcessStatus
 from flowkeeper.storage.tables import NAME_LENGTH
 
 router = APIRouter(prefix="/processes", tags=["processes"])
@@ -43,14 +41,6 @@ ProcessId = Annotated[
     str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL, description="Process id.")
 ]
 TextQuery = Annotated[str | None, Query(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)]
-
-
-def own_process(engine: Engine, principal: Principal, process_id: str) -> Process:
-    """The process, if it belongs to the caller's tenant; ``ProcessNotFound`` otherwise."""
-    process = engine.processes.get(process_id)
-    if not principal.owns(process.tenant_id):
-        raise ProcessNotFound(f"no process has the id {process_id!r}")
-    return process
 
 
 def encode_cursor(last_id: str) -> str:
@@ -71,63 +61,87 @@ def decode_cursor(cursor: str) -> str:
 
 
 @router.post("", status_code=201, response_model=ProcessOut, summary="Create a process")
-def create_process(body: ProcessCreate, principal: AnyKey, engine: EngineDep) -> ProcessOut:
+async def create_process(
+    body: ProcessCreate, principal: AnyKey, engine: EngineDep, request: Request
+) -> Response:
     """Start a process of the newest version of ``scheme`` in the caller's tenant."""
     identity = acting_identity(principal, body.identity)
-    process_id = engine.processes.create(
-        body.scheme,
-        identity=identity,
-        parameters=body.parameters,
-        process_id=body.process_id,
-        tenant_id=principal.tenant,
-    )
-    return ProcessOut.of(engine.processes.get(process_id))
+
+    def work() -> Response:
+        process_id = engine.processes.create(
+            body.scheme,
+            identity=identity,
+            parameters=body.parameters,
+            process_id=body.process_id,
+            tenant_id=principal.tenant,
+        )
+        return answer(ProcessOut.of(engine.processes.get(process_id)), status_code=201)
+
+    return await off_loop(request, work)
 
 
 @router.get("", response_model=ProcessPage, summary="List processes")
-def list_processes(
+async def list_processes(
     principal: AnyKey,
     engine: EngineDep,
+    request: Request,
     scheme: TextQuery = None,
     status: ProcessStatus | None = None,
     activity: TextQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
-) -> ProcessPage:
+) -> Response:
     """The tenant's processes matching the filters, by id, one page at a time."""
-    found = engine.processes.list(
-        scheme_code=scheme,
-        status=status,
-        activity=activity,
-        tenant_id=principal.tenant,
-        after=None if cursor is None else decode_cursor(cursor),
-        limit=limit,
-    )
-    next_cursor = encode_cursor(found[-1].id) if len(found) == limit else None
-    return ProcessPage(items=[ProcessOut.of(p) for p in found], next_cursor=next_cursor)
+    after = None if cursor is None else decode_cursor(cursor)
+
+    def work() -> Response:
+        found = engine.processes.list(
+            scheme_code=scheme,
+            status=status,
+            activity=activity,
+            tenant_id=principal.tenant,
+            after=after,
+            limit=limit,
+        )
+        next_cursor = encode_cursor(found[-1].id) if len(found) == limit else None
+        return answer(ProcessPage(items=[ProcessOut.of(p) for p in found], next_cursor=next_cursor))
+
+    return await off_loop(request, work)
 
 
 @router.get("/{process_id}", response_model=ProcessOut, summary="Read a process")
-def get_process(process_id: ProcessId, principal: AnyKey, engine: EngineDep) -> ProcessOut:
+async def get_process(
+    process_id: ProcessId, principal: AnyKey, engine: EngineDep, request: Request
+) -> Response:
     """The process as stored now."""
-    return ProcessOut.of(own_process(engine, principal, process_id))
+
+    def work() -> Response:
+        return answer(ProcessOut.of(engine.processes.get(process_id, tenant_id=principal.tenant)))
+
+    return await off_loop(request, work)
 
 
 @router.get(
     "/{process_id}/commands", response_model=list[CommandOut], summary="Commands available now"
 )
-def list_commands(
+async def list_commands(
     process_id: ProcessId,
     principal: AnyKey,
     engine: EngineDep,
+    request: Request,
     identity: TextQuery = None,
     check_conditions: bool = False,
-) -> list[CommandOut]:
+) -> Response:
     """The commands ``identity`` (default: the key's) may execute now, in scheme order."""
     acting = acting_identity(principal, identity)
-    own_process(engine, principal, process_id)
-    commands = engine.processes.commands(process_id, acting, check_conditions=check_conditions)
-    return [CommandOut.of(c) for c in commands]
+
+    def work() -> Response:
+        commands = engine.processes.commands(
+            process_id, acting, check_conditions=check_conditions, tenant_id=principal.tenant
+        )
+        return answer_list(CommandOut, [CommandOut.of(c) for c in commands])
+
+    return await off_loop(request, work)
 
 
 def command_problem(
@@ -158,77 +172,116 @@ def command_problem(
     summary="Execute a command",
     responses={403: {"description": "The identity may not execute this command."}},
 )
-def execute_command(
+async def execute_command(
     process_id: ProcessId,
     command: Annotated[str, Path(min_length=1, max_length=NAME_LENGTH, pattern=NO_NUL)],
     principal: AnyKey,
     engine: EngineDep,
     request: Request,
     body: CommandExecute | None = None,
-) -> ExecutionOut:
+) -> Response:
     """Execute ``command`` as ``identity``: 409 if it is not available in the current
     activity, 403 if the identity may not execute it; ``executed`` is false if no
     transition's conditions held (nothing changed)."""
     body = body or CommandExecute()
     identity = acting_identity(principal, body.identity)
-    own_process(engine, principal, process_id)
-    try:
-        result = engine.processes.execute(
-            process_id, command, identity=identity, parameters=body.parameters
+    parameters = body.parameters
+
+    def work() -> Response:
+        try:
+            result = engine.processes.execute(
+                process_id,
+                command,
+                identity=identity,
+                parameters=parameters,
+                tenant_id=principal.tenant,
+            )
+        except CommandNotAvailable as error:
+            raise command_problem(engine, process_id, command, error) from None
+        record_command(request, result.executed)
+        return answer(
+            ExecutionOut(
+                executed=result.executed,
+                process=ProcessOut.of(result.process),
+                transitions=[HistoryOut.of(t) for t in result.transitions],
+            )
         )
-    except CommandNotAvailable as error:
-        raise command_problem(engine, process_id, command, error) from None
-    record_command(request, result.executed)
-    return ExecutionOut(
-        executed=result.executed,
-        process=ProcessOut.of(result.process),
-        transitions=[HistoryOut.of(t) for t in result.transitions],
-    )
+
+    return await off_loop(request, work)
 
 
 @router.get("/{process_id}/states", response_model=list[str], summary="States to set")
-def list_states(process_id: ProcessId, principal: AnyKey, engine: EngineDep) -> list[str]:
+async def list_states(
+    process_id: ProcessId, principal: AnyKey, engine: EngineDep, request: Request
+) -> Response:
     """The states ``POST /processes/{id}/state`` accepts for this process."""
-    own_process(engine, principal, process_id)
-    return engine.processes.states_to_set(process_id)
+
+    def work() -> Response:
+        states = engine.processes.states_to_set(process_id, tenant_id=principal.tenant)
+        return JsonAnswer(json.dumps(states))
+
+    return await off_loop(request, work)
 
 
 @router.post("/{process_id}/state", response_model=ProcessOut, summary="Set the state")
-def set_state(
-    process_id: ProcessId, body: StateSet, principal: AdminOrService, engine: EngineDep
-) -> ProcessOut:
+async def set_state(
+    process_id: ProcessId,
+    body: StateSet,
+    principal: AdminOrService,
+    engine: EngineDep,
+    request: Request,
+) -> Response:
     """Move the process to the activity of ``state`` without a transition."""
     identity = acting_identity(principal, body.identity)
-    own_process(engine, principal, process_id)
-    process = engine.processes.set_state(
-        process_id, body.state, identity=identity, parameters=body.parameters
-    )
-    return ProcessOut.of(process)
+
+    def work() -> Response:
+        process = engine.processes.set_state(
+            process_id,
+            body.state,
+            identity=identity,
+            parameters=body.parameters,
+            tenant_id=principal.tenant,
+        )
+        return answer(ProcessOut.of(process))
+
+    return await off_loop(request, work)
 
 
 @router.get("/{process_id}/history", response_model=list[HistoryOut], summary="History")
-def get_history(process_id: ProcessId, principal: AnyKey, engine: EngineDep) -> list[HistoryOut]:
+async def get_history(
+    process_id: ProcessId, principal: AnyKey, engine: EngineDep, request: Request
+) -> Response:
     """The transitions the process made, oldest first."""
-    own_process(engine, principal, process_id)
-    return [HistoryOut.of(r) for r in engine.processes.history(process_id)]
+
+    def work() -> Response:
+        records = engine.processes.history(process_id, tenant_id=principal.tenant)
+        return answer_list(HistoryOut, [HistoryOut.of(r) for r in records])
+
+    return await off_loop(request, work)
 
 
 @router.post(
     "/{process_id}/update-scheme", response_model=ProcessOut, summary="Move to the newest scheme"
 )
-def update_scheme(
-    process_id: ProcessId, principal: AdminOrService, engine: EngineDep
-) -> ProcessOut:
+async def update_scheme(
+    process_id: ProcessId, principal: AdminOrService, engine: EngineDep, request: Request
+) -> Response:
     """Move the process to the newest version of its scheme (409 if that cannot be done)."""
-    own_process(engine, principal, process_id)
-    return ProcessOut.of(engine.processes.update_scheme(process_id))
+
+    def work() -> Response:
+        return answer(
+            ProcessOut.of(engine.processes.update_scheme(process_id, tenant_id=principal.tenant))
+        )
+
+    return await off_loop(request, work)
 
 
 @router.delete(
     "/{process_id}", status_code=204, response_class=Response, summary="Delete a process"
 )
-def delete_process(process_id: ProcessId, principal: AdminOrService, engine: EngineDep) -> Response:
+async def delete_process(
+    process_id: ProcessId, principal: AdminOrService, engine: EngineDep, request: Request
+) -> Response:
     """Delete the process, its history and its pending timers."""
-    own_process(engine, principal, process_id)
-    engine.processes.delete(process_id)
+    await off_loop(request, lambda: engine.processes.delete(process_id, tenant_id=principal.tenant))
     return Response(status_code=204)
