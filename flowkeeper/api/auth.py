@@ -1,6 +1,6 @@
 """Who is calling: the bearer key, its role and tenant, and the identity a request acts as.
 
-Roles (see :data:`flowkeeper.api.keys.ROLES`):
+Roles (:class:`flowkeeper.api.keys.Role`):
 
 - ``admin`` manages schemes and keys, and may do everything else in its tenant;
 - ``service`` acts on processes and steps for any identity of its tenant;
@@ -26,7 +26,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from flowkeeper.api.keys import ApiKey, KeyStore
+from flowkeeper.api.keys import ApiKey, KeyStore, Role
 from flowkeeper.api.problems import (
     FORBIDDEN,
     IDENTITY_NOT_PERMITTED,
@@ -35,7 +35,7 @@ from flowkeeper.api.problems import (
 )
 from flowkeeper.engine import Engine
 
-ADMIN, SERVICE, USER = "admin", "service", "user"
+ADMIN, SERVICE, USER = Role.ADMIN, Role.SERVICE, Role.USER
 
 bearer = HTTPBearer(
     auto_error=False,

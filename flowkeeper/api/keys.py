@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,9 +33,19 @@ from flowkeeper.steps.model import check_text
 from flowkeeper.storage.database import translate_connection_errors
 from flowkeeper.storage.tables import NAME_LENGTH, api_keys
 
-ROLES = ("admin", "service", "user")
-"""``admin``: schemes, keys and everything else in its tenant; ``service``: processes and
-steps, acting for any identity; ``user``: processes, acting only as its own identity."""
+
+class Role(StrEnum):
+    """What a key may do (see :mod:`flowkeeper.api.auth` for each route's roles)."""
+
+    ADMIN = "admin"
+    """Schemes, keys, callbacks and everything else in its tenant."""
+    SERVICE = "service"
+    """Processes and steps, acting for any identity of its tenant."""
+    USER = "user"
+    """Processes, acting only as its own identity."""
+
+
+ROLES = tuple(role.value for role in Role)
 
 KEY_PREFIX = "fk_"
 SHOWN_PREFIX_LENGTH = 10
@@ -128,13 +139,13 @@ class KeyStore:
         check_text(tenant_id, "tenant_id", error=InvalidArgument)
         if not isinstance(tenant_id, str):
             raise InvalidArgument("tenant_id must be a string ('' is the default tenant)")
-        check_text(identity, "identity", required=role == "user", error=InvalidArgument)
+        check_text(identity, "identity", required=role == Role.USER, error=InvalidArgument)
         check_text(description, "description", limit=DESCRIPTION_LENGTH, error=InvalidArgument)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(
             id=secrets.token_hex(8),
             tenant_id=tenant_id,
-            role=role,
+            role=Role(role).value,
             identity=identity,
             prefix=secret[:SHOWN_PREFIX_LENGTH],
             created_at=utcnow(),

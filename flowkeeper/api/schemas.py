@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from flowkeeper.api.fields import MAX_STEPS_PER_REQUEST, Name, Parameters, StepId, Text
-from flowkeeper.api.keys import DESCRIPTION_LENGTH, ApiKey
+from flowkeeper.api.keys import DESCRIPTION_LENGTH, ApiKey, Role
 from flowkeeper.processes.model import Classifier
 from flowkeeper.processes.records import (
     Command,
@@ -318,7 +318,7 @@ class Activated(BaseModel):
 class KeyCreate(Input):
     """Make a key in the caller's tenant; a ``user`` key needs an ``identity``."""
 
-    role: Literal["admin", "service", "user"]
+    role: Role
     identity: Name | None = None
     description: Annotated[Text, StringConstraints(max_length=DESCRIPTION_LENGTH)] | None = None
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from flowkeeper.api.keys import ApiKey, KeyStore
+from flowkeeper.api.keys import ApiKey, KeyStore, Role
 from flowkeeper.cli.common import (
     DatabaseOption,
     JsonOption,
@@ -24,14 +23,6 @@ keys_app = typer.Typer(
     help="Keys of the HTTP API (`flowkeeper serve`): make, list and revoke them.",
     no_args_is_help=True,
 )
-
-
-class Role(StrEnum):
-    """What a key may do."""
-
-    admin = "admin"
-    service = "service"
-    user = "user"
 
 
 TenantOption = Annotated[

@@ -240,6 +240,7 @@ class ProcessRuntime:
             live = self._live(conn, self._row(conn, process_id, lock=False, tenant=tenant_id))
             if live.status in _FINISHED:
                 return []
+            self._auto_update(conn, live)  # in memory only: what execute would meet
             mover = self._mover(live, conn, identity)
             groups: dict[str, list[Any]] = {}
             for transition in live.scheme.transitions_from(live.activity):
@@ -274,6 +275,7 @@ class ProcessRuntime:
         """States ``set_state`` accepts for this process (activities marked for it)."""
         with self._transaction(connection, read_only=True) as conn:
             live = self._live(conn, self._row(conn, process_id, lock=False, tenant=tenant_id))
+            self._auto_update(conn, live)  # in memory only: what set_state would meet
             return self._states(live.scheme)
 
     # -- moving --------------------------------------------------------------------------------

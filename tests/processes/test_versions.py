@@ -113,6 +113,25 @@ def test_automatic_update_when_configured_and_marked(db_url: str, configured: bo
         engine.close()
 
 
+def test_reads_show_what_a_command_would_meet_after_an_automatic_update(db_url: str) -> None:
+    """``commands`` and ``states_to_set`` answer for the newest version, as ``execute`` would
+    move there first, and write nothing."""
+    engine = fk.Engine(db_url, auto_scheme_update=True)
+    try:
+        engine.schemes.save(marked_for_auto_update(ping_pong_scheme()))
+        pid = engine.processes.create("PingPong")
+        engine.processes.execute(pid, "Go")
+        engine.schemes.save(with_activity_c(ping_pong_scheme(), auto_update=True))
+        before = snapshot(engine)
+        assert [c.name for c in engine.processes.commands(pid)] == ["Back", "Jump"]
+        assert "C" in engine.processes.states_to_set(pid)
+        assert snapshot(engine) == before
+        assert engine.processes.get(pid).scheme_version == 1
+        assert engine.processes.execute(pid, "Jump").process.activity == "C"
+    finally:
+        engine.close()
+
+
 def test_no_automatic_update_unless_the_activity_is_marked(db_url: str) -> None:
     engine = fk.Engine(db_url, auto_scheme_update=True)
     try:
