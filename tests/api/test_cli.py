@@ -102,10 +102,11 @@ def flowkeeper(*args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+@pytest.fixture(params=[1, 2], ids=["one process", "two API processes"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
     """``flowkeeper serve`` on SQLite and a free port; its URL, an admin key of tenant acme
-    and one of the default tenant (which sees the process timers)."""
+    and one of the default tenant (which sees the process timers). With two API processes the
+    workers run in the process that started them."""
     url = f"sqlite:///{tmp_path / 'served.db'}"
     flowkeeper("migrate", "--database", url)
     acme = json.loads(flowkeeper("keys", "create", "--tenant", "acme", "--role", "admin",
@@ -117,7 +118,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
         [*COMMAND, "serve", "--database", url, "--port", str(port),
-         "--app", "tests.api.server_app:engine", "--workers", "2"],
+         "--app", "tests.api.server_app:engine", "--workers", "2",
+         "--processes", str(request.param)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
