@@ -1,8 +1,8 @@
 """``flowkeeper serve``: the HTTP API with uvicorn, and workers in the same process.
 
-With ``--processes N`` uvicorn starts N API processes on the same port (each Python process
-uses at most one core, and a request is mostly CPU); the step workers then run in the
-process that started them.
+With ``--processes N``, N API processes serve the same port (each Python process uses at most
+one core, and a request is mostly CPU; see :mod:`flowkeeper.cli.api_processes`); the step
+workers then run in the process that started them.
 """
 
 from __future__ import annotations
@@ -247,11 +247,10 @@ def serve(
         thread.start()
     try:
         if processes > 1:
+            from flowkeeper.cli.api_processes import run_api_processes
+
             os.environ[SETTINGS_VARIABLE] = json.dumps(dataclasses.asdict(settings))
-            # uvicorn's supervisor stops its processes on SIGINT/SIGTERM and returns.
-            uvicorn.run(
-                f"{__name__}:app_from_environment", factory=True, workers=processes, **options
-            )
+            run_api_processes(processes, options)
         else:
             _serve_here(uvicorn.Server(uvicorn.Config(settings.app(engine), **options)))
     finally:
