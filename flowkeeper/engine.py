@@ -60,6 +60,19 @@ class Engine:
     command, timer or ``set_state`` when its activity is marked ``IsAutoSchemeUpdate``.
     ``callback_cache_seconds``: how long tenants' HTTP callback registrations are used
     before they are read again (so how soon a change made elsewhere is seen here).
+    ``callback_allowed_hosts``: host names, addresses and CIDR networks that callbacks may
+    reach even though they are special (``["127.0.0.1", "localhost", "::1/128"]``). By default
+    callbacks may not send requests to loopback, link-local (the cloud metadata service
+    169.254.169.254 among them), unspecified, multicast or reserved addresses: a tenant's
+    admin could otherwise make this server POST to its own or its host's services. Private
+    networks (10/8, 172.16/12, 192.168/16, fc00::/7) are allowed. A listed name is allowed
+    whatever it resolves to; ``["0.0.0.0/0", "::/0"]`` allows every address.
+    ``callback_blocked_networks``: CIDR networks callbacks may not reach either (such as the
+    private ones, ``["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]``, on a
+    server whose tenants are not trusted); ``callback_allowed_hosts`` wins over them. Both
+    are checked when a callback is added (its host if it is an address, or ``localhost``;
+    names are not resolved then) and on every connection to a service (every address its
+    host resolves to, before anything is sent).
     """
 
     def __init__(
@@ -72,6 +85,8 @@ class Engine:
         max_auto_transitions: int = 1000,
         auto_scheme_update: bool = False,
         callback_cache_seconds: float = 5.0,
+        callback_allowed_hosts: Iterable[str] = (),
+        callback_blocked_networks: Iterable[str] = (),
         **engine_options: Any,
     ) -> None:
         self.url = resolve_url(url)
@@ -100,7 +115,12 @@ class Engine:
             raise InvalidArgument(
                 f"max_auto_transitions must be a positive integer, not {max_auto_transitions!r}"
             )
-        self.callbacks = CallbackStore(self._transaction, cache_seconds=callback_cache_seconds)
+        self.callbacks = CallbackStore(
+            self._transaction,
+            cache_seconds=callback_cache_seconds,
+            allowed_hosts=callback_allowed_hosts,
+            blocked_networks=callback_blocked_networks,
+        )
         """Tenants' HTTP callbacks (actions, conditions, rules): ``add``, ``list``, ``remove``."""
         self._process_registry = ProcessRegistry(self.callbacks)
         self.schemes = SchemeStore(self._transaction)

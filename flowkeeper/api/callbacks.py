@@ -4,7 +4,10 @@ and ``docs/callbacks.md``).
 
 A registration takes effect at once on this server and within the engine's
 ``callback_cache_seconds`` (5 s) on every other server and worker. Tokens are write-only:
-listings say whether a callback has one, never what it is.
+listings say whether a callback has one, never what it is, and show URLs without their
+query (which may hold a secret). URLs with credentials (``user:password@``) and hosts the
+engine's address policy refuses (loopback, link-local, … unless the operator allows them)
+are 422s.
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ class CallbackCreate(Input):
 
     url: Annotated[
         str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH, pattern=r"^https?://\S+$")
-    ] = Field(description="Where requests are POSTed (http:// or https://).")
+    ] = Field(
+        description="Where requests are POSTed (http:// or https://), query included. No "
+        "credentials (`user:password@`): send the secret as `token`. Its host may not be a "
+        "loopback, link-local, unspecified, multicast or reserved address (nor resolve to one "
+        "when a request is sent) unless the server's operator allows it. Listings show the "
+        "URL without its query."
+    )
     token: Annotated[str, StringConstraints(max_length=NAME_LENGTH, pattern=r"^[!-~]*$")] | None = (
         Field(default=None, description="Sent as `Authorization: Bearer <token>`.")
     )
@@ -60,7 +69,10 @@ class CallbackOut(BaseModel):
 
     id: str
     tenant_id: str | None
-    url: str
+    url: str = Field(
+        description="The URL requests are POSTed to, without its query (which may hold a "
+        "secret); requests go to the full URL registered."
+    )
     has_token: bool
     actions: list[str]
     conditions: list[str]
@@ -74,7 +86,7 @@ class CallbackOut(BaseModel):
         return cls(
             id=callback.id,
             tenant_id=callback.tenant_id or None,
-            url=callback.url,
+            url=callback.shown_url,
             has_token=callback.token is not None,
             actions=list(callback.actions),
             conditions=list(callback.conditions),

@@ -1,6 +1,7 @@
 """``flowkeeper callbacks``: register, list and remove tenants' HTTP callback services.
 
 Servers and workers see a change within their engine's ``callback_cache_seconds`` (5 s).
+URLs are shown without their query (which may hold a secret), tokens never.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ TenantOption = Annotated[
 
 
 def callback_dict(callback: Callback) -> dict[str, Any]:
-    """A callback as JSON (never its token)."""
+    """A callback as JSON (never its token; its URL without the query)."""
     return {
         "id": callback.id,
         "tenant": callback.tenant_id,
-        "url": callback.url,
+        "url": callback.shown_url,
         "has_token": callback.token is not None,
         "actions": list(callback.actions),
         "conditions": list(callback.conditions),
@@ -68,12 +69,21 @@ def add(
     timeout_ms: Annotated[
         int, typer.Option("--timeout-ms", help="How long one request may take.", min=1)
     ] = DEFAULT_TIMEOUT_MS,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A host name, address or network callbacks may reach though it is loopback, "
+            "link-local, … (repeatable): what the servers' Engine(callback_allowed_hosts=…) "
+            "allows, so that a URL they accept is accepted here.",
+        ),
+    ] = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Register a service: the tenant's processes POST those names to it (see
     docs/callbacks.md for the requests and answers)."""
-    with Engine(database) as engine:
+    with Engine(database, callback_allowed_hosts=allowed_hosts or ()) as engine:
         made = engine.callbacks.add(
             url,
             tenant_id=tenant,
@@ -88,7 +98,7 @@ def add(
     else:
         console.print(
             f"Registered callback {made.id} for tenant {made.tenant_id or '(default)'}: "
-            f"{_served(made)} at {made.url}",
+            f"{_served(made)} at {made.shown_url}",
             highlight=False,
             soft_wrap=True,
         )
@@ -114,7 +124,7 @@ def list_callbacks(
         table.add_row(
             callback.id,
             callback.tenant_id or "(default)",
-            callback.url,
+            callback.shown_url,
             _served(callback),
             "yes" if callback.token else "no",
             f"{callback.timeout_ms} ms",

@@ -1,6 +1,7 @@
 """HTTP callbacks: a real HTTP service serves a tenant's actions, conditions and rules.
 
-The service runs in a thread of the test (``http.server``); processes are created and moved
+The service runs in a thread of the test (``http.server``) on 127.0.0.1, which the engines of
+these tests allow (``LOCAL``: loopback is refused by default); processes are created and moved
 through the API, so each test covers registration, the wire format, the tenant's look-up and
 the one transaction a command runs in.
 """
@@ -28,6 +29,8 @@ from tests.api.conftest import Headers, MakeKey, TestClient, assert_problem
 SCHEME = "Payment"
 C = "/api/v1/callbacks"
 P = "/api/v1/processes"
+LOCAL = ["127.0.0.1"]
+"""What the engines here allow callbacks to reach: the test's service."""
 
 Answer = Callable[[dict[str, Any]], tuple[int, bytes, float]]
 """What the service answers a request: status, body and how long to wait first."""
@@ -42,11 +45,13 @@ class Seen:
 
 class Service:
     """An HTTP service serving ``Stamp`` (action), ``IsBig`` (condition) and ``Approver``
-    (rule); ``answers[name]`` replaces the answer to one name."""
+    (rule); ``answers[name]`` replaces the answer to one name, ``headers`` are sent with every
+    answer."""
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.answers: dict[str, Answer] = {}
+        self.headers: dict[str, str] = {}
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +65,8 @@ class Service:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(content)))
+                    for header, value in service.headers.items():
+                        self.send_header(header, value)
                     self.end_headers()
                     self.wfile.write(content)
                 except OSError:  # the client gave up waiting
@@ -97,6 +104,14 @@ class Service:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[fk.Engine]:
+    """The test engine (as tests/conftest.py builds it), allowed to call the local service."""
+    made = fk.Engine(db_url, lease=5, callback_allowed_hosts=LOCAL)
+    yield made
+    made.close()
 
 
 @pytest.fixture
@@ -501,7 +516,7 @@ def test_another_engine_sees_a_registration_within_its_cache_time(
     b = fk.SchemeBuilder("Tiny")
     b.activity("Start", initial=True, actions=["Stamp"])
     engine.schemes.save(b.build(), tenant_id="acme")
-    with fk.Engine(db_url, callback_cache_seconds=0.5) as worker:
+    with fk.Engine(db_url, callback_cache_seconds=0.5, callback_allowed_hosts=LOCAL) as worker:
 
         @worker.action("Stamp")
         def stamp(ctx: fk.ActionContext, parameter: Any) -> None:
@@ -528,11 +543,12 @@ def test_store_checks_its_arguments(engine: fk.Engine) -> None:
         engine.callbacks.add("http://x.test/", actions=["A"], token="a\nb")
     with pytest.raises(fk.InvalidArgument, match="http"):
         engine.callbacks.add("file:///etc/passwd", actions=["A"])
-    made = engine.callbacks.add("http://user:pw@x.test:81/p?q=1", actions=["A", "A"], token="")
+    made = engine.callbacks.add("http://x.test:81/p?q=s3cret", actions=["A", "A"], token="")
     assert made.actions == ("A",)
     assert made.token is None
+    assert made.url == "http://x.test:81/p?q=s3cret"
     assert made.shown_url == "http://x.test:81/p"
-    assert "pw" not in repr(made)
+    assert "s3cret" not in repr(made)
     secret = engine.callbacks.add("http://x.test/", rules=["R"], token="t0ken")
     assert "t0ken" not in repr(secret)
     assert engine.callbacks.get(secret.id).token == "t0ken"
@@ -549,7 +565,7 @@ def test_cli_add_list_and_remove(db_url: str) -> None:
     code, out = invoke(
         "add", "--url", "http://127.0.0.1:9/hook", "--tenant", "acme", "--token", "t0ken",
         "--action", "Stamp", "--action", "Send", "--rule", "Approver", "--timeout-ms", "800",
-        "--json",
+        "--allowed-host", "127.0.0.1", "--json",
     )  # fmt: skip
     assert code == 0, out
     made = json.loads(out)
@@ -558,6 +574,9 @@ def test_cli_add_list_and_remove(db_url: str) -> None:
     )  # fmt: skip
     assert made["has_token"] is True
     code, out = invoke("add", "--url", "http://127.0.0.1:9/other", "--condition", "IsBig")
+    assert code == 1  # loopback, which the servers do not allow by default
+    assert "callback_allowed_hosts=['127.0.0.1']" in out
+    code, out = invoke("add", "--url", "http://10.1.2.3:9/other", "--condition", "IsBig")
     assert code == 0, out
     assert "Registered callback" in out
 
