@@ -96,6 +96,8 @@ class ServeSettings:
     pool_size: int | None = None
     max_overflow: int | None = None
     pre_ping: bool = False
+    callback_allowed_hosts: tuple[str, ...] = ()
+    callback_blocked_networks: tuple[str, ...] = ()
 
     def engine(self) -> Engine:
         """The engine to serve: the ``--app`` one, or a plain engine on ``--database``."""
@@ -116,6 +118,8 @@ class ServeSettings:
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_pre_ping=self.pre_ping,
+            callback_allowed_hosts=self.callback_allowed_hosts,
+            callback_blocked_networks=self.callback_blocked_networks,
         )
 
     def app(self, engine: Engine) -> Any:
@@ -127,7 +131,10 @@ class ServeSettings:
 
 def app_from_environment() -> Any:
     """The app of one of several API processes (uvicorn's factory for ``--processes N``)."""
-    settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    fields = json.loads(os.environ[SETTINGS_VARIABLE])
+    for name in ("callback_allowed_hosts", "callback_blocked_networks"):
+        fields[name] = tuple(fields[name])
+    settings = ServeSettings(**fields)
     return settings.app(settings.engine())
 
 
@@ -203,6 +210,21 @@ def serve(
             "that died while idle (after a database restart), at a round trip per request.",
         ),
     ] = False,
+    callback_allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--callback-allowed-host",
+            help="A host name, address or network tenants' callbacks may reach though it is "
+            "loopback, link-local, … (repeatable; see docs/callbacks.md).",
+        ),
+    ] = None,
+    callback_blocked_networks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--callback-blocked-network",
+            help="A network tenants' callbacks may not reach either, e.g. 10.0.0.0/8 (repeatable).",
+        ),
+    ] = None,
     http: Annotated[
         HttpProtocol, typer.Option(help="HTTP parser (auto: httptools if installed).")
     ] = HttpProtocol.AUTO,
@@ -217,13 +239,26 @@ def serve(
     require_server_extra("fastapi", "uvicorn")
     import uvicorn
 
-    if app_spec is not None and (pool_size is not None or max_overflow is not None or pre_ping):
-        fail("--pool-size, --max-overflow and --pre-ping apply to --database; with --app, give "
-             "them to your Engine(…) (pool_size=…, max_overflow=…, pool_pre_ping=…)")  # fmt: skip
+    engine_options = (pool_size, max_overflow, pre_ping or None, callback_allowed_hosts,
+                      callback_blocked_networks)  # fmt: skip
+    if app_spec is not None and any(option is not None for option in engine_options):
+        fail("--pool-size, --max-overflow, --pre-ping and the --callback-… options apply to "
+             "--database; with --app, give them to your Engine(…) (pool_size=…, "
+             "max_overflow=…, pool_pre_ping=…, callback_allowed_hosts=…, "
+             "callback_blocked_networks=…)")  # fmt: skip
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ServeSettings(database, app_spec, threads, pool_size, max_overflow, pre_ping)
+    settings = ServeSettings(
+        database,
+        app_spec,
+        threads,
+        pool_size,
+        max_overflow,
+        pre_ping,
+        tuple(callback_allowed_hosts or ()),
+        tuple(callback_blocked_networks or ()),
+    )
     engine = settings.engine()
     try:
         engine.check_schema()

@@ -61,3 +61,21 @@ def test_pool_options_go_with_database_not_app(db_url: str) -> None:
     )
     assert code == 1
     assert "give them to your Engine" in out
+
+
+def test_callback_address_options_reach_the_engine(db_url: str) -> None:
+    strict = ServeSettings(database=db_url).engine()
+    allowing = ServeSettings(
+        database=db_url,
+        callback_allowed_hosts=("127.0.0.1",),
+        callback_blocked_networks=("10.0.0.0/8",),
+    ).engine()
+    try:
+        with pytest.raises(fk.InvalidArgument, match="127.0.0.1"):
+            strict.callbacks.add("http://127.0.0.1:9/hooks", actions=["Stamp"])
+        assert allowing.callbacks.add("http://127.0.0.1:9/hooks", actions=["Stamp"]).id
+        with pytest.raises(fk.InvalidArgument, match="10.1.2.3"):
+            allowing.callbacks.add("http://10.1.2.3/hooks", actions=["Stamp"])
+    finally:
+        strict.close()
+        allowing.close()
