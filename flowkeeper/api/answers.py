@@ -28,6 +28,9 @@ from starlette.responses import Response
 
 T = TypeVar("T")
 
+IDLE_THREAD_S = 30.0
+"""A thread that had nothing to do for this long ends (another starts when calls need it)."""
+
 
 class JsonAnswer(Response):
     """A JSON answer whose body is already encoded."""
@@ -52,7 +55,8 @@ def answer_list(model: type[BaseModel], values: Sequence[BaseModel]) -> JsonAnsw
 
 
 class EngineThreads:
-    """At most ``size`` daemon threads, started as needed, that run one app's engine calls.
+    """At most ``size`` daemon threads, started as needed and ending when idle, that run one
+    app's engine calls.
 
     Each call holds a database connection while it runs, so size the engine's pool to match.
     A call whose request was cancelled (the client went away) still runs to its end: it is
@@ -86,7 +90,16 @@ class EngineThreads:
         with self._lock:
             self._idle += 1
         while True:
-            work, loop, future = self._calls.get()
+            try:
+                work, loop, future = self._calls.get(timeout=IDLE_THREAD_S)
+            except queue.Empty:
+                with self._lock:
+                    # Leave only if the threads still idle cover every call handed over.
+                    if self._waiting <= self._idle - 1:
+                        self._idle -= 1
+                        self._started -= 1
+                        return
+                continue
             with self._lock:
                 self._idle -= 1
                 self._waiting -= 1

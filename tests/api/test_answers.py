@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from flowkeeper.api import answers
 from flowkeeper.api.answers import EngineThreads
 
 
@@ -76,3 +77,18 @@ def test_a_cancelled_call_runs_to_its_end_and_the_threads_go_on() -> None:
 
     assert asyncio.run(main()) == 7
     assert finished.is_set()
+
+
+def test_idle_threads_end_and_calls_still_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answers, "IDLE_THREAD_S", 0.05)
+
+    async def main() -> EngineThreads:
+        threads = EngineThreads(4)
+        await asyncio.gather(*(threads.run(lambda: time.sleep(0.01)) for _ in range(4)))
+        assert threads._started == 4
+        await asyncio.sleep(0.3)
+        assert threads._started == 0
+        assert await asyncio.gather(*(threads.run(lambda: 5) for _ in range(3))) == [5, 5, 5]
+        return threads
+
+    assert asyncio.run(main())._started >= 1
