@@ -83,7 +83,7 @@ class WorkerThread(threading.Thread):
 
 
 SETTINGS_VARIABLE = "FLOWKEEPER_SERVE_SETTINGS"
-"""How ``serve --processes N`` hands its settings to the API processes uvicorn starts."""
+"""How ``serve --processes N`` hands its settings to the API processes it starts."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,9 @@ def app_from_environment() -> Any:
 
 
 def with_thread_pool(app: Any, threads: int) -> Any:
-    """``app``, setting the size of the thread pool that runs engine calls when it starts
-    (anyio's default thread limiter, which exists only inside the event loop)."""
+    """``app``, setting anyio's thread pool to ``threads`` when it starts (its default limiter
+    exists only inside the event loop): the routes other than the process routes are plain
+    ``def``, which FastAPI runs there, and ``threads`` is what the engine's pool is sized for."""
 
     async def sized(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
