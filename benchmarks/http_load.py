@@ -738,6 +738,7 @@ def measure(
     ids = sorted(activities)
     window = CpuWindow(server_pid, engine)
     say(f"{operation}: HTTP, {config.clients} clients, {config.duration:g} s")
+    settle(engine)
     window.start()
     loads = http_phase(config, base, key, operation, ids, activities)
     http = summarise(operation, "http", loads, config.duration, window.stop())
@@ -748,6 +749,7 @@ def measure(
     if not config.ceiling:
         return [http]
     say(f"{operation}: Python API, {config.clients} threads")
+    settle(engine)
     window.start()
     load = python_phase(config, engine, operation, ids, activities)
     python = summarise(operation, "python", [load], config.duration, window.stop())
@@ -755,6 +757,17 @@ def measure(
         say(f"  {python.errors} errors, the first: {load.first_error}")
     http.ceiling_rate = python.rate
     return [http, python]
+
+
+def settle(engine: Any) -> None:
+    """Vacuum the process tables (PostgreSQL) so that each timed phase starts alike: otherwise
+    the phase after a write-heavy one shares the cores with the autovacuum that follows it."""
+    if engine.kind != "postgresql":
+        return
+    with engine.database.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("fk_processes", "fk_process_history"):
+            conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
 
 def table(report: Report) -> str:
