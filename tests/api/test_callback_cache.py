@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 import flowkeeper as fk
+from tests.concurrency import run_together
 
 THREADS = 8
 URL = "http://callbacks.example/hook"
@@ -69,30 +70,6 @@ def reads(engine: fk.Engine) -> Iterator[Callable[[float], Reads]]:
         counter.remove()
 
 
-def at_once(count: int, use: Callable[[], object]) -> list[object]:
-    """``use()`` in ``count`` threads started together; what each returned or raised."""
-    barrier = threading.Barrier(count)
-    results: list[object] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            result = use()
-        except Exception as error:
-            result = error
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert len(results) == count
-    return results
-
-
 def test_concurrent_uses_after_an_invalidation_read_once(
     engine: fk.Engine, reads: Callable[[float], Reads]
 ) -> None:
@@ -101,7 +78,7 @@ def test_concurrent_uses_after_an_invalidation_read_once(
     counted = reads(0.3)
     engine.callbacks.invalidate("acme")
 
-    found = at_once(THREADS, lambda: engine.callbacks.action("acme", "Stamp"))
+    found = run_together(lambda: engine.callbacks.action("acme", "Stamp"), THREADS)
     assert counted.count == 1
     assert all(callable(action) for action in found), found
 
@@ -114,7 +91,7 @@ def test_the_first_uses_read_once_too(engine: fk.Engine, reads: Callable[[float]
     engine.callbacks.add(URL, tenant_id="acme", rules=["Approver"])
     with fk.Engine(engine.url) as other:  # nothing cached yet
         counted = Reads(other, 0.3)
-        found = at_once(THREADS, lambda: other.callbacks.rule("acme", "Approver"))
+        found = run_together(lambda: other.callbacks.rule("acme", "Approver"), THREADS)
         counted.remove()
     assert counted.count == 1
     assert all(rule is not None and not isinstance(rule, Exception) for rule in found), found
@@ -166,7 +143,7 @@ def test_when_the_read_fails_the_waiting_threads_read_for_themselves(
     counted = reads(0.3)
     counted.fail = True
 
-    found = at_once(THREADS, lambda: engine.callbacks.action("acme", "Stamp"))
+    found = run_together(lambda: engine.callbacks.action("acme", "Stamp"), THREADS)
     failed = [r for r in found if isinstance(r, Exception)]
     assert len(failed) == 1, found
     assert "bad day" in str(failed[0])
