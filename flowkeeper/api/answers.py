@@ -1,16 +1,18 @@
 """Answering from route functions that call the synchronous engine.
 
-Routes are ``async def`` and hand the engine calls *and* the encoding of the answer to the
-app's threads in one trip (:func:`off_loop`), returning a finished :class:`JsonAnswer`. A plain
-``def`` route would cost FastAPI two trips through anyio's thread pool (the route, then
-validating and encoding its return value), and under load each trip (a thread wake-up, a GIL
-hand-off, anyio's limiter and cancel scopes) costs more than the work itself.
-:class:`EngineThreads` is the least a trip can cost: a queue, and one ``call_soon_threadsafe``
-back (``run_in_executor`` adds a ``concurrent.futures.Future`` with its condition variable
-and a chain of callbacks: 8 % more CPU per read, measured in-process).
+The process routes, the busy ones, are ``async def`` and hand the engine calls *and* the
+encoding of the answer to the app's threads in one trip (:func:`off_loop`), returning a
+finished :class:`JsonAnswer`. A plain ``def`` route would cost FastAPI two trips through
+anyio's thread pool (the route, then validating and encoding its return value), and under
+load each trip (a thread wake-up, a GIL hand-off, anyio's limiter and cancel scopes) costs
+more than the work itself. :class:`EngineThreads` is the least a trip can cost: a queue, and
+one ``call_soon_threadsafe`` back (``run_in_executor`` adds a ``concurrent.futures.Future``
+with its condition variable and a chain of callbacks: 8 % more CPU per read, measured
+in-process).
 
 The routes still declare their ``response_model``: it is the OpenAPI contract, and the
-schemathesis suite checks the answers against it.
+schemathesis suite checks the answers against it. The other routes (schemes, steps, keys,
+callbacks) are plain ``def``, run in anyio's thread pool.
 """
 
 from __future__ import annotations
