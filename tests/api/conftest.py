@@ -13,7 +13,7 @@ import flowkeeper as fk
 from flowkeeper.api import create_app
 from flowkeeper.api.keys import KeyStore
 from flowkeeper.api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
-from tests.api.vacation import SCHEME, VACATION_XML, register_rules
+from tests.processes.vacation import SCHEME, VACATION_XML, register_rules
 
 with warnings.catch_warnings():
     # Starlette would like httpx2 for its test client; httpx works the same here.

@@ -4,7 +4,7 @@ test: the database comes from ``--database`` (``$FLOWKEEPER_DATABASE_URL``)."""
 from __future__ import annotations
 
 import flowkeeper as fk
-from tests.api.vacation import register_rules
+from tests.processes.vacation import register_rules
 
 engine = fk.Engine()
 register_rules(engine)

@@ -20,7 +20,7 @@ from tests.api.conftest import (
     assert_problem,
     create_process,
 )
-from tests.api.vacation import SCHEME, VACATION_XML
+from tests.processes.vacation import SCHEME, VACATION_XML
 
 P = "/api/v1/processes"
 S = "/api/v1/steps"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import flowkeeper as fk
 from flowkeeper.api.keys import KeyStore
 from flowkeeper.cli import app
-from tests.api.vacation import SCHEME, VACATION_XML
+from tests.processes.vacation import SCHEME, VACATION_XML
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = Path(sys.executable).parent / "flowkeeper"

@@ -14,7 +14,7 @@ from flowkeeper.api import create_app
 from flowkeeper.api.keys import ApiKeyNotFound, KeyStore
 from flowkeeper.api.problems import ERROR_PROBLEMS, MAX_BODY_BYTES, kind_of
 from tests.api.conftest import Headers, TestClient, assert_problem, create_process
-from tests.api.vacation import SCHEME, VACATION_XML
+from tests.processes.vacation import SCHEME, VACATION_XML
 
 # The contract: clients branch on these. Change one only with a deprecation path.
 EXPECTED = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import Headers, MakeKey, TestClient, assert_problem, create_process
-from tests.api.vacation import SCHEME, VACATION_XML
+from tests.processes.vacation import SCHEME, VACATION_XML
 
 P = "/api/v1/processes"
 

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 import flowkeeper as fk
 from flowkeeper.api import create_app
-from tests.api.vacation import SCHEME, VACATION_XML, register_rules
+from tests.processes.vacation import SCHEME, VACATION_XML, register_rules
 
 POSITIVE_EXAMPLES = 10
 NEGATIVE_EXAMPLES = 5

@@ -7,7 +7,7 @@ import pytest
 
 import flowkeeper as fk
 from tests.api.conftest import Headers, MakeKey, TestClient, assert_problem
-from tests.api.vacation import SCHEME, VACATION_XML
+from tests.processes.vacation import SCHEME, VACATION_XML
 
 XML = {"Content-Type": "application/xml"}
 

@@ -13,6 +13,7 @@ import pytest
 
 import flowkeeper as fk
 from flowkeeper.processes.store import TIMER_STEP
+from tests.processes.vacation import register_rules
 
 COMPAT = Path(__file__).parent / "compat"
 
@@ -147,23 +148,8 @@ def test_timer_fires_through_a_worker(engine: fk.Engine) -> None:
     assert [h.trigger for h in engine.processes.history(pid)] == ["Timer"]
 
 
-VACATION_ROLES = {"boss": "Big Boss", "accountant": "Accountant"}
-MANAGERS = {"alice": "mike"}  # employee → manager
-
-
 def vacation_engine(engine: fk.Engine) -> str:
-    @engine.rule("CheckRole")
-    def check_role(process: Any, identity: str | None, role: str | None) -> bool:
-        return VACATION_ROLES.get(identity or "") == role
-
-    @engine.rule("Author")
-    def author(process: Any, identity: str | None, parameter: str | None) -> bool:
-        return identity is not None and identity == process.parameters.get("Author")
-
-    @engine.rule("Manager")
-    def manager(process: Any, identity: str | None, parameter: str | None) -> bool:
-        return identity is not None and MANAGERS.get(process.parameters.get("Author")) == identity
-
+    register_rules(engine)
     return load(engine, "VacationRequest.xml")
 
 

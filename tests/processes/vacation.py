@@ -7,9 +7,9 @@ from typing import Any
 
 import flowkeeper as fk
 
-VACATION_XML = (
-    Path(__file__).parents[1] / "processes" / "compat" / "VacationRequest.xml"
-).read_text(encoding="utf-8")
+VACATION_XML = (Path(__file__).parent / "compat" / "VacationRequest.xml").read_text(
+    encoding="utf-8"
+)
 SCHEME = "SimpleWF"
 ROLES = {"boss": "Big Boss", "accountant": "Accountant"}
 MANAGERS = {"alice": "mike"}  # employee → manager
