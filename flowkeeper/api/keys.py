@@ -196,21 +196,26 @@ class KeyStore:
         """The key ``secret`` is, if verified within ``cache_seconds``; no database access."""
         if not isinstance(secret, str) or len(secret) > MAX_KEY_LENGTH:
             return None
-        cached = self._cache.get(hash_secret(secret))
+        return self._cached(hash_secret(secret))
+
+    def _cached(self, digest: str) -> ApiKey | None:
+        cached = self._cache.get(digest)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
         return None
 
     def verify(self, secret: str) -> ApiKey | None:
         """The key whose text ``secret`` is, unless unknown or revoked (then None)."""
-        if not isinstance(secret, str) or not secret.startswith(KEY_PREFIX):
-            return None
-        known = self.cached(secret)
-        if known is not None:
-            return known
-        if len(secret) > MAX_KEY_LENGTH:
+        if (
+            not isinstance(secret, str)
+            or not secret.startswith(KEY_PREFIX)
+            or len(secret) > MAX_KEY_LENGTH
+        ):
             return None
         digest = hash_secret(secret)
+        known = self._cached(digest)
+        if known is not None:
+            return known
         generation = self._generation  # a revocation from now on must not be undone below
         with self._begin() as conn:
             row = conn.execute(
