@@ -114,16 +114,19 @@ class Config:
     server_log: str | None = None
     """Where to keep the server's output (a temporary file otherwise)."""
 
-    def engine_options(self) -> dict[str, Any]:
-        """The pool an API process of ``serve`` gets, as ``fk.Engine(url, **options)`` takes it."""
+    def serve_settings(self) -> Any:
+        """The settings as ``flowkeeper serve`` builds an API process from them (the ceiling's
+        engine is built the same way, so that it gets the same pool)."""
         from flowkeeper.api import DEFAULT_THREADS
-        from flowkeeper.cli.serve import DEFAULT_MAX_OVERFLOW
+        from flowkeeper.cli.serve import ServeSettings
 
-        return {
-            "pool_size": self.pool_size or self.threads or DEFAULT_THREADS,
-            "max_overflow": DEFAULT_MAX_OVERFLOW if self.max_overflow < 0 else self.max_overflow,
-            "pool_pre_ping": self.pre_ping,
-        }
+        return ServeSettings(
+            database=self.database,
+            threads=self.threads or DEFAULT_THREADS,
+            pool_size=self.pool_size or None,
+            max_overflow=None if self.max_overflow < 0 else self.max_overflow,
+            pre_ping=self.pre_ping,
+        )
 
     def serve_options(self) -> list[str]:
         """The settings as ``flowkeeper serve`` options."""
@@ -696,7 +699,7 @@ def run(config: Config, progress: Callable[[str], None] | None = None) -> Report
         flowkeeper("keys", "create", *key_args, "--database", config.database, "--json")
     )
     report = Report(config=asdict(config) | {"cpus": os.cpu_count()})
-    engine = fk.Engine(config.database, **config.engine_options())
+    engine = config.serve_settings().engine()
     ids: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="fk-http-load-") as directory:
