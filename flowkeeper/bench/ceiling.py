@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flowkeeper.storage.database import kind_of, transact
+from flowkeeper.storage.driver import stored_time
 from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
 from flowkeeper.storage.step_queries import StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
@@ -50,8 +51,7 @@ class _Dialect:
         )
 
     def time(self, value: datetime) -> Any:
-        naive = value.astimezone(UTC).replace(tzinfo=None)
-        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if self.kind == "sqlite" else naive
+        return stored_time(value, sqlite=self.kind == "sqlite")
 
     def begin(self, cursor: Any) -> None:
         if self.kind == "sqlite":  # the others open a transaction with the first statement

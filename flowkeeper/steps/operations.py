@@ -7,7 +7,8 @@ inside the caller's transaction and commits or rolls back with it (the outbox pa
 from __future__ import annotations
 
 import contextlib
-import uuid
+import os
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -60,7 +61,18 @@ def check_step(step: object) -> Step:
 
 
 def new_flow_id() -> str:
-    return uuid.uuid4().hex
+    """A new flow id: 32 hex digits laid out as a UUIDv7 (RFC 9562), milliseconds first.
+
+    Ids made close in time sort close together, so a batch of new steps adds its ``flow_id``
+    index entries to a few neighbouring index pages. Random ids (UUIDv4) dirtied one page per
+    step in every queue's ``flow_id`` index, and writing those pages back was the largest single
+    cost of draining steps on SQLite.
+    """
+    milliseconds = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10))
+    value = (milliseconds & (2**48 - 1)) << 80 | 0x7 << 76 | (random_bits >> 68) << 64
+    value |= 0b10 << 62 | random_bits & (2**62 - 1)
+    return f"{value:032x}"
 
 
 def ready_row(

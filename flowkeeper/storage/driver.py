@@ -81,7 +81,8 @@ def stored_time(value: datetime | None, sqlite: bool) -> Any:
     if value is None:
         return None
     naive = value.astimezone(UTC).replace(tzinfo=None)
-    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+    # isoformat pads the year to four digits (strftime's %Y does not on every platform).
+    return naive.isoformat(" ", "microseconds") if sqlite else naive
 
 
 def loaded_time(value: Any) -> datetime | None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    text,
 )
 
 from flowkeeper.storage.types import BigId, JsonText, StorableText, UTCDateTime
@@ -63,6 +64,16 @@ def _step_columns(autoincrement: bool) -> list[Column[Any]]:
     ]
 
 
+def _mostly_null_index(column: str, unique: bool = False) -> Index:
+    """An index of a column most steps leave NULL, holding only the rows that have a value.
+
+    Where the database allows it (PostgreSQL, SQLite; migration 0005): fewer index entries to
+    write per claim and per finished step, and a search for a value still uses the index.
+    """
+    where = text(f"{column} IS NOT NULL")
+    return Index(None, column, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
 STEP_COLUMNS = tuple(c.name for c in _step_columns(False))
 """The columns every queue has, in table order."""
 
@@ -75,13 +86,13 @@ steps_ready = Table(
     Column("locked_until", UTCDateTime),
     Column("available_at", UTCDateTime, nullable=False),
     Index(None, "available_at"),
-    Index(None, "singleton_key", unique=True),
+    _mostly_null_index("singleton_key", unique=True),
     Index(None, "name"),
     Index(None, "flow_id"),
-    Index(None, "correlation_id"),
-    Index(None, "search_key"),
+    _mostly_null_index("correlation_id"),
+    _mostly_null_index("search_key"),
     Index(None, "created_at"),
-    Index(None, "locked_by"),
+    _mostly_null_index("locked_by"),
     sqlite_autoincrement=True,  # never reuse an id: it may live on in done or failed
     **TABLE_KWARGS,
 )
@@ -94,8 +105,8 @@ def _finished_queue(table_name: str) -> Table:
         *_step_columns(False),
         Index(None, "name"),
         Index(None, "flow_id"),
-        Index(None, "correlation_id"),
-        Index(None, "search_key"),
+        _mostly_null_index("correlation_id"),
+        _mostly_null_index("search_key"),
         Index(None, "created_at"),
         **TABLE_KWARGS,
     )

@@ -35,3 +35,46 @@ def test_a_transient_error_from_the_driver_is_run_again(engine: fk.Engine) -> No
     with engine.database.connect() as connection:
         assert transact(connection, work) == "done"
     assert len(attempts) == 3
+
+
+def test_finishing_a_large_batch_moves_only_the_rows_still_held(engine: fk.Engine) -> None:
+    """More rows than one statement takes on SQLite; two of them were taken by another worker."""
+    from datetime import UTC, datetime, timedelta
+
+    from flowkeeper.storage.database import transact
+    from flowkeeper.storage.hot_path import hot_path_for
+    from flowkeeper.storage.step_queries import StepQueries
+    from flowkeeper.storage.tables import steps_ready
+
+    engine.add_steps(*[fk.Step("bulk", i) for i in range(450)])
+    hot = hot_path_for(StepQueries(engine.kind))
+    now = datetime.now(UTC)
+    until = now + timedelta(minutes=1)
+    with engine.database.connect() as connection:
+        rows = transact(connection, lambda c: hot.claim(c, "w1", now, until, 500))
+        assert len(rows) == 450
+        stolen = [rows[10]["id"], rows[300]["id"]]
+        with connection.begin():
+            connection.execute(
+                steps_ready.update().where(steps_ready.c.id.in_(stolen)).values(locked_by="w2")
+            )
+        started = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+        for i, row in enumerate(rows):
+            row.update(
+                execution_started_at=started,
+                execution_duration_ms=i,
+                description=f"step {i}",
+                executed_by="w1",
+            )
+        held = transact(connection, lambda c: hot.finish(c, "w1", "failed", rows))
+    assert held == {r["id"] for r in rows} - set(stolen)
+    assert engine.count(fk.Search(name="bulk")) == {"ready": 2, "done": 0, "failed": 448}
+    failed = {r.id: r for r in engine.search(fk.Search(name="bulk"), limit=1000)["failed"]}
+    assert set(failed) == held
+    for i, row in enumerate(rows):
+        if row["id"] in held:
+            record = failed[row["id"]]
+            assert (record.execution_duration_ms, record.description) == (i, f"step {i}")
+            assert record.execution_started_at == started
+            assert record.executed_by == "w1"
+            assert record.state == int(row["state"])  # the row holds it as JSON text

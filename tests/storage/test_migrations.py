@@ -34,7 +34,7 @@ def schema(engine: sa.Engine) -> dict[str, Any]:
             ],
             "pk": inspector.get_pk_constraint(table),
             "indexes": sorted(
-                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]), _predicate(i))
                 for i in inspector.get_indexes(table)
             ),
             "unique": sorted(str(u) for u in inspector.get_unique_constraints(table)),
@@ -42,6 +42,20 @@ def schema(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         result["revision"] = migrate.read_revision(conn)
     return result
+
+
+def _predicate(index: Any) -> str | None:
+    """A partial index's WHERE clause as text (None for a full index)."""
+    options = index.get("dialect_options", {})
+    where = options.get("postgresql_where", options.get("sqlite_where"))
+    return None if where is None else str(where).strip("()")
+
+
+PARTIAL = {
+    "fk_steps_ready": {"correlation_id", "search_key", "singleton_key", "locked_by"},
+    "fk_steps_done": {"correlation_id", "search_key"},
+    "fk_steps_failed": {"correlation_id", "search_key"},
+}
 
 
 def upgrade_to(engine: fk.Engine, revision: str) -> None:
@@ -102,6 +116,46 @@ def test_every_table_of_the_tables_module_is_created(db_url: str) -> None:
     database = fk.Engine(db_url).database
     assert set(metadata.tables) <= set(sa.inspect(database).get_table_names())
     database.dispose()
+
+
+def test_indexes_of_mostly_empty_step_columns_skip_the_empty_rows(db_url: str) -> None:
+    database = fk.Engine(db_url).database
+    inspector = sa.inspect(database)
+    for table, columns in PARTIAL.items():
+        predicates = {i["column_names"][0]: _predicate(i) for i in inspector.get_indexes(table)}
+        for column in columns:
+            # MySQL/MariaDB have no partial indexes: theirs stay whole.
+            expected = None if database.dialect.name == "mysql" else f"{column} IS NOT NULL"
+            assert predicates[column] == expected, (table, column)
+        assert {c for c, p in predicates.items() if p is not None} <= columns
+    database.dispose()
+
+
+@pytest.mark.databases("sqlite", "postgresql")
+def test_a_search_for_a_value_uses_the_partial_index(db_url: str) -> None:
+    with fk.Engine(db_url) as engine:
+        engine.add_steps(*[fk.Step("s", correlation_id=f"c{i}") for i in range(50)])
+        engine.add_steps(*[fk.Step("s") for _ in range(50)])
+        assert engine.count(fk.Search(correlation_id="c7"))["ready"] == 1
+        query = "SELECT id FROM fk_steps_ready WHERE correlation_id = 'c7'"
+        with engine.database.connect() as conn:
+            if engine.kind == "sqlite":
+                plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+            else:
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN {query}"))
+        assert "ix_fk_steps_ready_correlation_id" in plan
+
+
+def test_upgrading_from_0004_keeps_singletons_unique(empty_db_url: str) -> None:
+    with fk.Engine(empty_db_url) as engine:
+        upgrade_to(engine, "0004")
+        engine.migrate()
+        engine.add_step(fk.Step("only", singleton=True))
+        with pytest.raises(fk.SingletonExists):
+            engine.add_step(fk.Step("only", singleton=True))
+        engine.add_steps(fk.Step("many"), fk.Step("many"))
+        assert engine.count(fk.Search(name="many"))["ready"] == 2
 
 
 @pytest.mark.databases("mariadb")
