@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import flowkeeper as fk
 from flowkeeper.bench.ceiling import bare_insert, bare_loop
 from flowkeeper.errors import InvalidArgument
-from flowkeeper.storage.tables import QUEUES, steps_ready
+from flowkeeper.storage.tables import QUEUES
 
 PREFIX = "bench/"
 Progress = Callable[[int, int], None]
@@ -114,9 +114,35 @@ def fresh_engine(url: str, **options: Any) -> fk.Engine:
                     f"{table.name} holds steps that no benchmark added; run the benchmark on a "
                     "database of its own (it empties the step tables)"
                 )
-        for table in QUEUES.values():
-            connection.execute(table.delete())
+    _empty(engine)
     return engine
+
+
+def _empty(engine: fk.Engine) -> None:
+    """Empty the step tables; on PostgreSQL by TRUNCATE, which leaves no dead rows behind.
+
+    A DELETE leaves the last run's rows dead in the ready queue's indexes until vacuum, and
+    every claim of the next run would first step over them.
+    """
+    with engine.database.begin() as connection:
+        if engine.kind == "postgresql":
+            connection.exec_driver_sql(f"TRUNCATE {', '.join(t.name for t in QUEUES.values())}")
+        else:
+            for table in QUEUES.values():
+                connection.execute(table.delete())
+
+
+def _settle(engine: fk.Engine) -> None:
+    """After seeding, before timing: on PostgreSQL, VACUUM ANALYZE the step tables.
+
+    The timed run then starts from the same state for the engine and its ceiling, with the
+    planner's statistics current, and autovacuum does not pick that moment to start.
+    """
+    if engine.kind != "postgresql":
+        return
+    with engine.database.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        for table in QUEUES.values():
+            c.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
 
 
 def _noop(step: fk.StepContext) -> None:
@@ -210,6 +236,7 @@ def drain(
     engine = fresh_engine(url)
     register_bench_steps(engine)
     _add_noops(engine, n)
+    _settle(engine)
     if processes > 1:
         seconds = _drain_in_processes(url, workers, batch_size, processes)
     else:
@@ -231,13 +258,12 @@ def _ceiling(
     expected: int | None = None,
 ) -> float:
     """Rows per second the bare loop moves through the same tables, same workers and batch."""
-    with engine.database.begin() as connection:
-        for table in QUEUES.values():
-            connection.execute(table.delete())
+    _empty(engine)
     if seed is None:
         _add_noops(engine, n)
     else:
         seed(engine)
+    _settle(engine)
     moved = expected or n
     seconds = bare_loop(engine.database, workers, batch_size, moved, spawn)
     return moved / seconds
@@ -270,6 +296,7 @@ def chain(
     register_bench_steps(engine)
     total = flows * length
     engine.add_steps(*[fk.Step(f"{PREFIX}chain", {"left": length}) for _ in range(flows)])
+    _settle(engine)
     seconds = _run_timed(engine, workers, batch_size, total, progress)
     executed = engine.count(fk.Search(name=f"{PREFIX}chain"))["done"]
 
@@ -297,6 +324,7 @@ def fanout(
     engine = fresh_engine(url)
     register_bench_steps(engine)
     engine.add_step(fk.Step(f"{PREFIX}fanout", {"width": width}))
+    _settle(engine)
     # until_idle returns when nothing is due now: a join waiting a few ms is not finished.
     join = fk.Search(name=f"{PREFIX}join")
     seconds = _run_timed(
@@ -321,8 +349,7 @@ def add(
         if progress is not None:
             progress(min(start + batch_size, n), n)
     seconds = time.perf_counter() - started
-    with engine.database.begin() as connection:
-        connection.execute(steps_ready.delete())
+    _empty(engine)
     ceiling_seconds = bare_insert(engine.database, n, batch_size)
     return _finish(engine, "add", n, seconds, n / ceiling_seconds, 0, batch_size)
 
