@@ -268,9 +268,8 @@ class SqliteHotPath(HotPath):
             "execution_count = ?, execution_started_at = ?, execution_duration_ms = ?, "
             "executed_by = ?, locked_by = NULL, locked_until = NULL WHERE id = ?"
         )
-        marks = ", ".join("?" * len(NEW_COLUMNS))
-        self._add_sql = f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) VALUES ({marks})"
-        self._add_leased_sql = f"{self._add_sql} RETURNING {_CLAIMED}"
+        self._row_marks = "(" + ", ".join("?" * len(NEW_COLUMNS)) + ")"
+        self._add_sql = f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) VALUES "
 
     def claim(
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
@@ -365,11 +364,18 @@ class SqliteHotPath(HotPath):
         with driver_cursor(connection) as cursor:
             unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
             if unleased:
-                cursor.executemany(self._add_sql, unleased)
-            for value, row in zip(values, rows, strict=True):
-                if row["locked_by"] is not None:
-                    cursor.execute(self._add_leased_sql, value)
-                    leased.append(_claimed(cursor.fetchone()))
+                cursor.executemany(self._add_sql + self._row_marks, unleased)
+            held = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is not None]
+            # Leased rows come back as claimed ones: many rows per INSERT … RETURNING.
+            for start in range(0, len(held), _SQLITE_NEW_ROWS_PER_STATEMENT):
+                chunk = held[start : start + _SQLITE_NEW_ROWS_PER_STATEMENT]
+                cursor.execute(
+                    f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))} "
+                    f"RETURNING {_CLAIMED}",
+                    [value for row in chunk for value in row],
+                )
+                leased.extend(_claimed(found) for found in cursor.fetchall())
+        leased.sort(key=_by_id)
         return leased
 
 
@@ -390,6 +396,9 @@ _OUTCOME_COLUMNS = frozenset(
 _SQLITE_ROWS_PER_STATEMENT = 200
 """Rows per finishing statement on SQLite: 4 parameters each stays under the 999 that SQLite
 builds before 3.32 allow in one statement."""
+
+_SQLITE_NEW_ROWS_PER_STATEMENT = 999 // len(NEW_COLUMNS)
+"""New rows per INSERT on SQLite, under the 999 parameters older builds allow."""
 
 _NUMBERS = frozenset({"execution_count", "created_by_step_id"})
 

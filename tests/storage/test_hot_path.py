@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import sqlalchemy as sa
 
 import flowkeeper as fk
+from flowkeeper.storage.database import transact
 from flowkeeper.storage.driver import driver_cursor
+from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
+from flowkeeper.storage.step_queries import StepQueries
+from flowkeeper.storage.tables import steps_ready
 
 
 def test_driver_errors_surface_as_sqlalchemy_errors(engine: fk.Engine) -> None:
@@ -21,8 +27,6 @@ def test_driver_errors_surface_as_sqlalchemy_errors(engine: fk.Engine) -> None:
 
 
 def test_a_transient_error_from_the_driver_is_run_again(engine: fk.Engine) -> None:
-    from flowkeeper.storage.database import transact
-
     attempts: list[int] = []
 
     def work(connection: sa.Connection) -> str:
@@ -39,13 +43,6 @@ def test_a_transient_error_from_the_driver_is_run_again(engine: fk.Engine) -> No
 
 def test_finishing_a_large_batch_moves_only_the_rows_still_held(engine: fk.Engine) -> None:
     """More rows than one statement takes on SQLite; two of them were taken by another worker."""
-    from datetime import UTC, datetime, timedelta
-
-    from flowkeeper.storage.database import transact
-    from flowkeeper.storage.hot_path import hot_path_for
-    from flowkeeper.storage.step_queries import StepQueries
-    from flowkeeper.storage.tables import steps_ready
-
     engine.add_steps(*[fk.Step("bulk", i) for i in range(450)])
     hot = hot_path_for(StepQueries(engine.kind))
     now = datetime.now(UTC)
@@ -78,3 +75,32 @@ def test_finishing_a_large_batch_moves_only_the_rows_still_held(engine: fk.Engin
             assert record.execution_started_at == started
             assert record.executed_by == "w1"
             assert record.state == int(row["state"])  # the row holds it as JSON text
+
+
+def test_adding_many_leased_rows_returns_each_as_claimed(engine: fk.Engine) -> None:
+    """More leased rows than one INSERT takes on SQLite, among rows left for any worker."""
+    hot = hot_path_for(StepQueries(engine.kind))
+    now = datetime.now(UTC)
+    rows = [
+        {
+            **dict.fromkeys(NEW_COLUMNS),
+            "name": "handed",
+            "singleton": False,
+            "flow_id": f"flow-{i}",
+            "state": str(i),
+            "execution_count": 1,
+            "run_at": now,
+            "available_at": now,
+            "created_at": now,
+            **({"locked_by": "w1", "locked_until": now + timedelta(minutes=1)} if i % 5 else {}),
+        }
+        for i in range(150)
+    ]
+    with engine.database.connect() as connection:
+        leased = transact(connection, lambda c: hot.add(c, rows))
+    assert [r["state"] for r in leased] == [str(i) for i in range(150) if i % 5]
+    assert [r["flow_id"] for r in leased] == [f"flow-{i}" for i in range(150) if i % 5]
+    ready = {r.id: r for r in engine.search(fk.Search(name="handed"), limit=None)["ready"]}
+    assert len(ready) == 150
+    assert {r["id"] for r in leased} == {i for i, r in ready.items() if r.locked_by == "w1"}
+    assert sum(r.locked_by is None for r in ready.values()) == 30
