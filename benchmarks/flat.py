@@ -2,7 +2,7 @@
 
     python benchmarks/flat.py postgresql://root@127.0.0.1/bench [--rows 1000000] [--drain 1000000]
 
-1. `drain` of 30,000 steps on empty tables.
+1. `drain` of ``--steps`` steps (100,000) on empty tables.
 2. The same with ``--rows`` rows in the done queue and ``--rows`` future-dated rows in ready
    (inserted with one INSERT … SELECT each), reported as a ratio of (1).
 3. A drain of ``--drain`` steps with this process's resident memory sampled every second.
@@ -69,9 +69,10 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--drain", type=int, default=1_000_000)
+    parser.add_argument("--steps", type=int, default=100_000)
     args = parser.parse_args()
 
-    empty = workloads.drain(args.url, 30_000)
+    empty = workloads.drain(args.url, args.steps)
     print(f"empty tables: drain {empty.rate:,.0f}/s (ceiling {empty.ceiling_rate:,.0f}/s)")
     started = time.perf_counter()
     fill(args.url, args.rows)
@@ -79,7 +80,7 @@ def main() -> None:
         f"filled {args.rows:,} done + {args.rows:,} future ready rows in "
         f"{time.perf_counter() - started:.0f} s"
     )
-    full = drain_with_rows(args.url, 30_000)
+    full = drain_with_rows(args.url, args.steps)
     print(
         f"full tables:  drain {full.rate:,.0f}/s (ceiling {full.ceiling_rate:,.0f}/s); "
         f"{full.rate / empty.rate:.2f} of the empty-table figure"

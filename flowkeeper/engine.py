@@ -105,7 +105,7 @@ class Engine:
         self._hot = hot_path_for(self._queries)
         self._waker = Waker()
         self._registry = StepRegistry()
-        self._steps = StepOperations(self._queries, self._transaction, self._steps_added)
+        self._steps = StepOperations(self._queries, self._hot, self._transaction, self._steps_added)
         self._schema_checked = False
         self._schema_lock = threading.Lock()
         self._pools: set[WorkerPool] = set()

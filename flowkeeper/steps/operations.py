@@ -29,6 +29,7 @@ from flowkeeper.steps.model import (
     check_text,
     encode_json,
 )
+from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.step_queries import Row, StepQueries
 from flowkeeper.storage.tables import QUEUES
 
@@ -185,10 +186,12 @@ class StepOperations:
     def __init__(
         self,
         queries: StepQueries,
+        hot: HotPath,
         transaction: Transaction,
         notify_added: Callable[[sa.Connection], None],
     ) -> None:
         self._q = queries
+        self._hot = hot
         self._transaction = transaction
         self._notify_added = notify_added
 
@@ -216,14 +219,14 @@ class StepOperations:
         """
         singletons = [r["singleton_key"] for r in rows if r["singleton_key"] is not None]
         if not singletons:
-            return self._q.insert_ready(conn, rows)
+            return self._hot.insert(conn, rows)
         repeated = sorted({n for n in singletons if singletons.count(n) > 1})
         if repeated:
             raise SingletonExists(repeated)
         for attempt in range(SINGLETON_ATTEMPTS):
             try:
                 with conn.begin_nested():
-                    return self._q.insert_ready(conn, rows)
+                    return self._hot.insert(conn, rows)
             except exc.IntegrityError:
                 clashing = self._q.ready_singletons(conn, singletons)
                 if clashing:

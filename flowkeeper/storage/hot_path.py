@@ -9,7 +9,9 @@ on the driver's connection, inside the transaction SQLAlchemy opened:
 - PostgreSQL moves a whole batch with one statement per queue: the outcomes travel as arrays
   (``unnest``), the row is deleted from ready and inserted into done or failed in one
   ``WITH … DELETE … RETURNING`` that only matches rows still leased to this worker (the fence).
-- SQLite, in process and single-writer, uses plain ``executemany``.
+- SQLite, in process and single-writer, moves a batch with one ``INSERT … SELECT`` joined
+  to the outcomes as a ``VALUES`` list (fenced the same way) and one ``DELETE``, and inserts
+  handed-off steps many rows per ``INSERT … RETURNING``.
 - MySQL/MariaDB use the SQLAlchemy statements of :class:`StepQueries`.
 
 Every method takes and returns the same column dictionaries as :class:`StepQueries`.
@@ -96,6 +98,10 @@ class HotPath:
         """Put held steps back in line with new values; return the ids still held."""
         return {c["step_id"] for c in changes if self._q.reschedule(connection, worker, c)}
 
+    def insert(self, connection: sa.Connection, rows: Sequence[Row]) -> list[int]:
+        """Insert new ready steps (``engine.add_steps``); return their ids in the order given."""
+        return self._q.insert_ready(connection, rows)
+
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         """Insert new (non-singleton) ready steps; return the leased ones as claimed rows."""
         ids = self._q.insert_ready(connection, rows)
@@ -171,6 +177,13 @@ class PostgresHotPath(HotPath):
             f"FROM unnest({arrays}) AS u({', '.join(NEW_COLUMNS)}) "
             f"RETURNING {_CLAIMED}, locked_by"
         )
+        # Rows are inserted in the order given, so the ids they draw from the sequence rise
+        # in that order: sorted, the returned ids line up with the rows.
+        self._insert_sql = (
+            f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) SELECT {values} "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(NEW_COLUMNS)}, n) "
+            "ORDER BY n RETURNING id"
+        )
 
     def claim(
         self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
@@ -227,12 +240,18 @@ class PostgresHotPath(HotPath):
             cursor.execute(self._reschedule_sql, params)
             return {values[0] for values in cursor.fetchall()}
 
+    def insert(self, connection: sa.Connection, rows: Sequence[Row]) -> list[int]:
+        if not rows:
+            return []
+        with driver_cursor(connection) as cursor:
+            cursor.execute(self._insert_sql, _literals(rows))
+            return sorted(values[0] for values in cursor.fetchall())
+
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         if not rows:
             return []
-        params = {c: _literal(c, [r[c] for r in rows]) for c in NEW_COLUMNS}
         with driver_cursor(connection) as cursor:
-            cursor.execute(self._add_sql, params)
+            cursor.execute(self._add_sql, _literals(rows))
             returned = cursor.fetchall()
         leased = [_claimed(values[:-1]) for values in returned if values[-1] is not None]
         leased.sort(key=_by_id)
@@ -240,7 +259,7 @@ class PostgresHotPath(HotPath):
 
 
 class SqliteHotPath(HotPath):
-    """Plain statements and ``executemany`` on the in-process sqlite3 connection."""
+    """Whole batches per statement on the in-process sqlite3 connection."""
 
     def __init__(self, queries: StepQueries) -> None:
         super().__init__(queries)
@@ -348,18 +367,22 @@ class SqliteHotPath(HotPath):
             )
         return held
 
+    def insert(self, connection: sa.Connection, rows: Sequence[Row]) -> list[int]:
+        values = _sqlite_values(rows)
+        ids: list[int] = []
+        with driver_cursor(connection) as cursor:
+            for start in range(0, len(values), _SQLITE_NEW_ROWS_PER_STATEMENT):
+                chunk = values[start : start + _SQLITE_NEW_ROWS_PER_STATEMENT]
+                cursor.execute(
+                    f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))} RETURNING id",
+                    [value for row in chunk for value in row],
+                )
+                # AUTOINCREMENT ids rise in the order the VALUES rows are inserted.
+                ids.extend(sorted(found[0] for found in cursor.fetchall()))
+        return ids
+
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
-        values = [
-            tuple(
-                stored_time(r[c], sqlite=True)
-                if c in _TIMES
-                else storable_text(r[c])
-                if c == "description"
-                else r[c]
-                for c in NEW_COLUMNS
-            )
-            for r in rows
-        ]
+        values = _sqlite_values(rows)
         leased: list[Row] = []
         with driver_cursor(connection) as cursor:
             unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
@@ -401,6 +424,26 @@ _SQLITE_NEW_ROWS_PER_STATEMENT = 999 // len(NEW_COLUMNS)
 """New rows per INSERT on SQLite, under the 999 parameters older builds allow."""
 
 _NUMBERS = frozenset({"execution_count", "created_by_step_id"})
+
+
+def _sqlite_values(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+    """New ready rows as SQLite parameters, in :data:`NEW_COLUMNS` order."""
+    return [
+        tuple(
+            stored_time(r[c], sqlite=True)
+            if c in _TIMES
+            else storable_text(r[c])
+            if c == "description"
+            else r[c]
+            for c in NEW_COLUMNS
+        )
+        for r in rows
+    ]
+
+
+def _literals(rows: Sequence[Row]) -> dict[str, str]:
+    """New ready rows as one PostgreSQL array literal per column of :data:`NEW_COLUMNS`."""
+    return {c: _literal(c, [r[c] for r in rows]) for c in NEW_COLUMNS}
 
 
 def _literal(column: str, values: list[Any]) -> str:

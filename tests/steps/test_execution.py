@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,6 +109,18 @@ def test_a_step_without_flow_id_gets_one_and_passes_it_on(engine: fk.Engine) -> 
     assert leaf.flow_id == root_record.flow_id
     assert leaf.correlation_id is None
     assert leaf.created_by_step_id == root_id
+
+
+def test_new_flow_ids_are_uuid7_and_sort_in_the_order_they_were_made(engine: fk.Engine) -> None:
+    first = engine.add_steps(*[fk.Step("a") for _ in range(20)])
+    time.sleep(0.002)
+    second = engine.add_step(fk.Step("a"))
+    flows = [str(engine.get_step(i).flow_id) for i in [*first, second]]
+    assert len(set(flows)) == 21
+    for flow in flows:
+        assert len(flow) == 32
+        assert uuid.UUID(flow).version == 7
+    assert max(flows[:20]) < flows[20]  # a later millisecond sorts after every earlier id
 
 
 # -- failed ----------------------------------------------------------------------------------

@@ -53,6 +53,39 @@ def test_add_steps_returns_ids_in_order(engine: fk.Engine) -> None:
     assert one > ids[-1]
 
 
+def test_a_large_batch_of_steps_keeps_its_order_and_every_column(engine: fk.Engine) -> None:
+    """More steps than one statement takes on SQLite, with every column that can vary."""
+    run_at = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    steps = [
+        fk.Step(
+            f"s{i % 3}",
+            {"i": i, "text": 'quote " back\\slash ünï'},
+            run_at=run_at if i % 2 else None,
+            singleton=i == 7,
+            correlation_id=f"c{i}" if i % 4 == 0 else None,
+            search_key="k,{}" if i % 5 == 0 else None,
+            description=f"line\n{i}" if i % 6 == 0 else None,
+            tenant_id="t" if i % 7 == 0 else None,
+        )
+        for i in range(250)
+    ]
+    ids = engine.add_steps(*steps)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 250
+    for step, step_id in zip(steps, ids, strict=True):
+        record = engine.get_step(step_id)
+        assert record.state == step.state
+        assert (record.name, record.singleton) == (step.name, step.singleton)
+        assert record.run_at == (step.run_at or record.created_at)
+        assert record.correlation_id == step.correlation_id
+        assert record.search_key == step.search_key
+        assert record.description == step.description
+        assert record.tenant_id == step.tenant_id
+    with pytest.raises(fk.SingletonExists):
+        engine.add_steps(*[fk.Step("x") for _ in range(100)], fk.Step("s1", singleton=True))
+    assert engine.count()["ready"] == 250
+
+
 def test_every_column_is_stored(engine: fk.Engine) -> None:
     run_at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=-3)))
     before = datetime.now(UTC)
