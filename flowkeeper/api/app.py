@@ -17,6 +17,7 @@ from flowkeeper.api import DEFAULT_THREADS
 from flowkeeper.api import callbacks as callback_routes
 from flowkeeper.api.answers import EngineThreads
 from flowkeeper.api.auth import EngineDep
+from flowkeeper.api.fast_read import FastProcessRead
 from flowkeeper.api.keys import KeyStore
 from flowkeeper.api.metrics import install_metrics
 from flowkeeper.api.problems import (
@@ -99,7 +100,13 @@ def create_app(
     app.state.flowkeeper_engine = engine
     app.state.flowkeeper_threads = EngineThreads(threads)
     app.state.flowkeeper_keys = keys or KeyStore(engine, cache_seconds=key_cache_seconds)
-    # Processes first: routes are matched in order, and theirs are the busiest.
+    # Routes are matched in order: the busiest first.
+    app.router.routes.insert(
+        0,
+        FastProcessRead(
+            API_PREFIX, engine, app.state.flowkeeper_keys, app.state.flowkeeper_threads
+        ),
+    )
     for module in (processes, schemes, steps, key_routes, callback_routes):
         app.include_router(module.router, prefix=API_PREFIX, responses=COMMON_RESPONSES)
     app.include_router(_health_router())
