@@ -104,7 +104,11 @@ def create_app(
     app.router.routes.insert(
         0,
         FastProcessRead(
-            API_PREFIX, engine, app.state.flowkeeper_keys, app.state.flowkeeper_threads
+            API_PREFIX,
+            engine,
+            app.state.flowkeeper_keys,
+            app.state.flowkeeper_threads,
+            app.router,
         ),
     )
     for module in (processes, schemes, steps, key_routes, callback_routes):

@@ -17,11 +17,11 @@ and the app's exception handlers answer both alike.
 from __future__ import annotations
 
 from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowkeeper.api.answers import EngineThreads, answer
+from flowkeeper.api.answers import EngineThreads
 from flowkeeper.api.keys import KeyStore
-from flowkeeper.api.schemas import ProcessOut
+from flowkeeper.api.routes.processes import read_process
 from flowkeeper.engine import Engine
 from flowkeeper.storage.tables import NAME_LENGTH
 
@@ -32,10 +32,18 @@ _DECLINED = "flowkeeper.fast_read_declined"
 class FastProcessRead(Route):
     """The fast route for ``{prefix}/processes/{process_id}``; see the module's docstring."""
 
-    def __init__(self, prefix: str, engine: Engine, keys: KeyStore, threads: EngineThreads) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        engine: Engine,
+        keys: KeyStore,
+        threads: EngineThreads,
+        router: ASGIApp,
+    ) -> None:
+        """``router``: the app's own router, which answers what this route passes on."""
         super().__init__(
             f"{prefix}/processes/{{process_id}}",
-            _ProcessReader(engine, keys, threads),
+            _ProcessReader(engine, keys, threads, router),
             methods=["GET"],
             include_in_schema=False,
         )
@@ -54,10 +62,15 @@ class FastProcessRead(Route):
 class _ProcessReader:
     """The ASGI app behind :class:`FastProcessRead`."""
 
-    def __init__(self, engine: Engine, keys: KeyStore, threads: EngineThreads) -> None:
+    def __init__(
+        self, engine: Engine, keys: KeyStore, threads: EngineThreads, router: ASGIApp
+    ) -> None:
         self._engine = engine
         self._keys = keys
         self._threads = threads
+        # Not scope["router"]: in an app mounted inside another, that is the outer router,
+        # and the request would pass through this app's middleware a second time.
+        self._router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         process_id: str = scope["path_params"]["process_id"]
@@ -67,13 +80,10 @@ class _ProcessReader:
             key = None if secret is None else self._keys.cached(secret)
         if key is None:
             scope[_DECLINED] = True
-            await scope["router"](scope, receive, send)
+            await self._router(scope, receive, send)
             return
-        tenant = key.tenant_id or None
-        engine = self._engine
-        response = await self._threads.run(
-            lambda: answer(ProcessOut.of(engine.processes.get(process_id, tenant_id=tenant)))
-        )
+        engine, tenant = self._engine, key.tenant_id or None
+        response = await self._threads.run(lambda: read_process(engine, process_id, tenant))
         await response(scope, receive, send)
 
 

@@ -368,36 +368,32 @@ class SqliteHotPath(HotPath):
         return held
 
     def insert(self, connection: sa.Connection, rows: Sequence[Row]) -> list[int]:
-        values = _sqlite_values(rows)
-        ids: list[int] = []
         with driver_cursor(connection) as cursor:
-            for start in range(0, len(values), _SQLITE_NEW_ROWS_PER_STATEMENT):
-                chunk = values[start : start + _SQLITE_NEW_ROWS_PER_STATEMENT]
-                cursor.execute(
-                    f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))} RETURNING id",
-                    [value for row in chunk for value in row],
-                )
-                # AUTOINCREMENT ids rise in the order the VALUES rows are inserted.
-                ids.extend(sorted(found[0] for found in cursor.fetchall()))
-        return ids
+            returned = self._insert_many(cursor, _sqlite_values(rows), "id")
+        # AUTOINCREMENT ids rise in the order the rows are inserted.
+        return sorted(values[0] for values in returned)
+
+    def _insert_many(self, cursor: Any, values: list[tuple[Any, ...]], returning: str) -> list[Any]:
+        """Insert rows of :data:`NEW_COLUMNS` values, many per statement; what they return."""
+        returned: list[Any] = []
+        for start in range(0, len(values), _SQLITE_NEW_ROWS_PER_STATEMENT):
+            chunk = values[start : start + _SQLITE_NEW_ROWS_PER_STATEMENT]
+            cursor.execute(
+                f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))} RETURNING {returning}",
+                [value for row in chunk for value in row],
+            )
+            returned.extend(cursor.fetchall())
+        return returned
 
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         values = _sqlite_values(rows)
-        leased: list[Row] = []
         with driver_cursor(connection) as cursor:
             unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
             if unleased:
                 cursor.executemany(self._add_sql + self._row_marks, unleased)
             held = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is not None]
-            # Leased rows come back as claimed ones: many rows per INSERT … RETURNING.
-            for start in range(0, len(held), _SQLITE_NEW_ROWS_PER_STATEMENT):
-                chunk = held[start : start + _SQLITE_NEW_ROWS_PER_STATEMENT]
-                cursor.execute(
-                    f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))} "
-                    f"RETURNING {_CLAIMED}",
-                    [value for row in chunk for value in row],
-                )
-                leased.extend(_claimed(found) for found in cursor.fetchall())
+            # Leased rows come back as claimed ones.
+            leased = [_claimed(found) for found in self._insert_many(cursor, held, _CLAIMED)]
         leased.sort(key=_by_id)
         return leased
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from flowkeeper.api import auth
 from flowkeeper.api.keys import KeyStore
@@ -16,7 +19,7 @@ from tests.api.conftest import (
     assert_problem,
     create_process,
 )
-from tests.api.test_metrics import scrape, value
+from tests.api.test_metrics import parse, scrape, value
 
 
 @pytest.fixture
@@ -113,3 +116,19 @@ def test_the_contract_still_documents_the_read(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/api/v1/processes/{process_id}"]
     assert operation["get"]["summary"] == "Read a process"
     assert "bearer" in str(operation["get"]["security"]).lower()
+
+
+def test_mounted_in_another_app_each_request_passes_the_middleware_once(
+    app: FastAPI, client: TestClient, admin: Headers, vacation: str
+) -> None:
+    process = create_process(client, admin)
+    outer = Starlette(routes=[Mount("/flow", app=app)])
+    with TestClient(outer) as mounted:
+        path = f"/flow/api/v1/processes/{process['id']}"
+        assert mounted.get(path, headers=admin).json() == process  # the fast route
+        assert_problem(mounted.get(path), 401, "unauthorized")  # passed on to FastAPI's
+        samples = parse(mounted.get("/flow/metrics").text)
+    timed = "flowkeeper_http_request_duration_seconds_count"
+    route = "/flow/api/v1/processes/{process_id}"  # the template as the outer app sees it
+    assert value(samples, timed, method="GET", route=route, status="200") == 1
+    assert value(samples, timed, method="GET", route=route, status="401") == 1

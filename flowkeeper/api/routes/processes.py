@@ -114,11 +114,12 @@ async def get_process(
     process_id: ProcessId, principal: AnyKey, engine: EngineDep, request: Request
 ) -> Response:
     """The process as stored now."""
+    return await off_loop(request, lambda: read_process(engine, process_id, principal.tenant))
 
-    def work() -> Response:
-        return answer(ProcessOut.of(engine.processes.get(process_id, tenant_id=principal.tenant)))
 
-    return await off_loop(request, work)
+def read_process(engine: Engine, process_id: str, tenant_id: str | None) -> Response:
+    """The answer to ``GET /processes/{id}`` (also given by :mod:`flowkeeper.api.fast_read`)."""
+    return answer(ProcessOut.of(engine.processes.get(process_id, tenant_id=tenant_id)))
 
 
 @router.get(
