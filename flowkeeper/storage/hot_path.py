@@ -424,9 +424,20 @@ _NUMBERS = frozenset({"execution_count", "created_by_step_id"})
 
 def _sqlite_values(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
     """New ready rows as SQLite parameters, in :data:`NEW_COLUMNS` order."""
+    # The rows of one batch share their times (now, the lease's end): each is formatted once.
+    texts: dict[datetime, str] = {}
+
+    def text_of(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = texts.get(value)
+        if text is None:
+            text = texts[value] = stored_time(value, sqlite=True)
+        return text
+
     return [
         tuple(
-            stored_time(r[c], sqlite=True)
+            text_of(r[c])
             if c in _TIMES
             else storable_text(r[c])
             if c == "description"
