@@ -571,8 +571,15 @@ def _stored_parameters(live: LiveProcess) -> str:
     return encode_parameters(persistent_values(live.scheme, live.parameters.stored()))
 
 
+_HISTORY_FIELDS = tuple(f.name for f in dataclasses.fields(HistoryRecord))
+
+
 def _history_rows(pid: str, moves: builtins.list[HistoryRecord]) -> builtins.list[dict[str, Any]]:
-    return [{"process_id": pid, **dataclasses.asdict(move)} for move in moves]
+    # Not dataclasses.asdict: it deep-copies every value, and cost 0.17 ms of an execute.
+    return [
+        {"process_id": pid, **{name: getattr(move, name) for name in _HISTORY_FIELDS}}
+        for move in moves
+    ]
 
 
 def _unavailable(live: LiveProcess, command: str) -> str:

@@ -437,11 +437,7 @@ def _sqlite_values(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
 
     return [
         tuple(
-            text_of(r[c])
-            if c in _TIMES
-            else storable_text(r[c])
-            if c == "description"
-            else r[c]
+            text_of(r[c]) if c in _TIMES else storable_text(r[c]) if c == "description" else r[c]
             for c in NEW_COLUMNS
         )
         for r in rows
