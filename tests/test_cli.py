@@ -184,6 +184,18 @@ def test_list_shows_a_table_per_queue(db_url: str, seeded: Steps) -> None:
     assert "Z" in out
 
 
+def test_list_tells_generated_flow_ids_apart(engine: fk.Engine, db_url: str) -> None:
+    """Flow ids made in the same minute share their first digits (the time): the list shows
+    their ends."""
+    ids = engine.add_steps(fk.Step("t/first"), fk.Step("t/second"))
+    flows = [str(engine.get_step(i).flow_id) for i in ids]
+    assert flows[0][:8] == flows[1][:8]
+
+    out = invoke("steps", "list", "-d", db_url, "--queue", "ready").stdout
+    for flow in flows:
+        assert "…" + flow[-8:] in out
+
+
 def test_list_says_when_a_queue_has_nothing(db_url: str) -> None:
     result = invoke("steps", "list", "-d", db_url, "--queue", "failed")
 

@@ -142,6 +142,14 @@ def shorten(text: str | None, width: int) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def tail(text: str | None, width: int) -> str:
+    """The end of ``text``, cut to ``width`` characters: where generated ids differ (a flow
+    id's first digits are the time it was made, shared by every flow of the same minute)."""
+    if not text:
+        return ""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
+
+
 def parse_time(value: str | None, option: str) -> datetime | None:
     """An aware ``datetime`` from ISO 8601 text; naive or malformed text is refused."""
     if value is None:

@@ -33,6 +33,7 @@ from flowkeeper.cli.common import (
     queue_names,
     reports_errors,
     shorten,
+    tail,
     utc_text,
 )
 from flowkeeper.clock import utcnow
@@ -72,7 +73,7 @@ def steps_table(queue: str, records: list[StepRecord], limit: int) -> Table:
             str(r.execution_count),
             utc_text(r.run_at),
             utc_text(r.created_at),
-            Text(shorten(r.flow_id, 9)),
+            Text(tail(r.flow_id, 9)),
             Text(shorten(r.description, 50)),
         ]
         if queue == "ready":
