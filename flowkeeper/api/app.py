@@ -17,7 +17,7 @@ from flowkeeper.api import DEFAULT_THREADS
 from flowkeeper.api import callbacks as callback_routes
 from flowkeeper.api.answers import EngineThreads
 from flowkeeper.api.auth import EngineDep
-from flowkeeper.api.fast_read import FastProcessRead
+from flowkeeper.api.fast_routes import FastCommand, FastProcessRead
 from flowkeeper.api.keys import KeyStore
 from flowkeeper.api.metrics import install_metrics
 from flowkeeper.api.problems import (
@@ -101,16 +101,8 @@ def create_app(
     app.state.flowkeeper_threads = EngineThreads(threads)
     app.state.flowkeeper_keys = keys or KeyStore(engine, cache_seconds=key_cache_seconds)
     # Routes are matched in order: the busiest first.
-    app.router.routes.insert(
-        0,
-        FastProcessRead(
-            API_PREFIX,
-            engine,
-            app.state.flowkeeper_keys,
-            app.state.flowkeeper_threads,
-            app.router,
-        ),
-    )
+    shared = (engine, app.state.flowkeeper_keys, app.state.flowkeeper_threads, app.router)
+    app.router.routes[:0] = [FastProcessRead(API_PREFIX, *shared), FastCommand(API_PREFIX, *shared)]
     for module in (processes, schemes, steps, key_routes, callback_routes):
         app.include_router(module.router, prefix=API_PREFIX, responses=COMMON_RESPONSES)
     app.include_router(_health_router())

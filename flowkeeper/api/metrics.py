@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowkeeper.engine import Engine
@@ -248,9 +249,9 @@ def route_template(scope: Scope) -> str:
     return template
 
 
-def record_command(request: Request, executed: bool) -> None:
-    """Count a command executed through the API (when the app serves metrics)."""
-    metrics: Metrics | None = getattr(request.app.state, "flowkeeper_metrics", None)
+def record_command(app: Starlette, executed: bool) -> None:
+    """Count a command executed through the API (when ``app`` serves metrics)."""
+    metrics: Metrics | None = getattr(app.state, "flowkeeper_metrics", None)
     if metrics is not None:
         metrics.commands.inc(("true" if executed else "false",))
 

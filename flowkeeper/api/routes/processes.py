@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.applications import Starlette
 
 from flowkeeper.api.answers import JsonAnswer, answer, answer_list, off_loop
 from flowkeeper.api.auth import AdminOrService, AnyKey, EngineDep, acting_identity
@@ -118,7 +119,7 @@ async def get_process(
 
 
 def read_process(engine: Engine, process_id: str, tenant_id: str | None) -> Response:
-    """The answer to ``GET /processes/{id}`` (also given by :mod:`flowkeeper.api.fast_read`)."""
+    """The answer to ``GET /processes/{id}`` (also given by :mod:`flowkeeper.api.fast_routes`)."""
     return answer(ProcessOut.of(engine.processes.get(process_id, tenant_id=tenant_id)))
 
 
@@ -186,29 +187,38 @@ async def execute_command(
     transition's conditions held (nothing changed)."""
     body = body or CommandExecute()
     identity = acting_identity(principal, body.identity)
-    parameters = body.parameters
+    parameters, tenant, app = body.parameters, principal.tenant, request.app
+    return await off_loop(
+        request,
+        lambda: execute(engine, app, process_id, command, identity, parameters, tenant),
+    )
 
-    def work() -> Response:
-        try:
-            result = engine.processes.execute(
-                process_id,
-                command,
-                identity=identity,
-                parameters=parameters,
-                tenant_id=principal.tenant,
-            )
-        except CommandNotAvailable as error:
-            raise command_problem(engine, process_id, command, error) from None
-        record_command(request, result.executed)
-        return answer(
-            ExecutionOut(
-                executed=result.executed,
-                process=ProcessOut.of(result.process),
-                transitions=[HistoryOut.of(t) for t in result.transitions],
-            )
+
+def execute(
+    engine: Engine,
+    app: Starlette,
+    process_id: str,
+    command: str,
+    identity: str | None,
+    parameters: dict[str, Any] | None,
+    tenant_id: str | None,
+) -> Response:
+    """The answer to ``POST /processes/{id}/commands/{command}`` (also given by
+    :mod:`flowkeeper.api.fast_routes`)."""
+    try:
+        result = engine.processes.execute(
+            process_id, command, identity=identity, parameters=parameters, tenant_id=tenant_id
         )
-
-    return await off_loop(request, work)
+    except CommandNotAvailable as error:
+        raise command_problem(engine, process_id, command, error) from None
+    record_command(app, result.executed)
+    return answer(
+        ExecutionOut(
+            executed=result.executed,
+            process=ProcessOut.of(result.process),
+            transitions=[HistoryOut.of(t) for t in result.transitions],
+        )
+    )
 
 
 @router.get("/{process_id}/states", response_model=list[str], summary="States to set")
