@@ -107,6 +107,7 @@ def test_sqlite_connections_are_set_up_for_concurrency(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 2  # MEMORY
     engine.close()
 
 
