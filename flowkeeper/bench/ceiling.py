@@ -75,7 +75,8 @@ def bare_loop(
     """Move ``expected`` rows from ready to done with ``workers`` threads; return seconds taken.
 
     It runs the engine's own hot-path statements (claim, finish, add) on held connections,
-    with the same batch size and the same hand-off of new steps to the thread that made them,
+    with the same batch size, the same hand-off of new steps to the thread that made them and
+    the same claim of the next batch in the transaction that finishes one,
     but none of the engine's per-step machinery: no step context, no implementation, no
     outcome bookkeeping. ``spawn(row)`` gives the state (JSON text) of a moved row's
     successor, or None (chains).
@@ -127,10 +128,16 @@ def bare_loop(
                     lease_end: datetime = lease_end,
                 ) -> list[Any]:
                     hot.finish(c, worker, "done", rows)
-                    if spawn is None:
-                        return []
-                    children = [_child(r, spawn, worker, now, lease_end) for r in rows]
-                    return hot.add(c, [child for child in children if child is not None])
+                    children = (
+                        [_child(r, spawn, worker, now, lease_end) for r in rows] if spawn else []
+                    )
+                    successors = [child for child in children if child is not None]
+                    if successors:
+                        return hot.add(c, successors)
+                    # As a worker does: the next batch is claimed with the last outcomes.
+                    claimed_at = datetime.now(UTC)
+                    until = claimed_at + timedelta(seconds=60)
+                    return hot.claim(c, worker, claimed_at, until, batch_size, alone=False)
 
                 handed = transact(connection, finish)
                 with lock:

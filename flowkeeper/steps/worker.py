@@ -318,21 +318,34 @@ class WorkerPool:
     def _run_batch(
         self, connection: sa.Connection, runner: StepRunner, worker_id: str, rows: list[Row]
     ) -> int:
-        """Run a claimed batch, and the steps handed back to this worker as it writes outcomes;
-        return the next claim size."""
+        """Run a claimed batch, the steps handed back to this worker as it writes outcomes,
+        and the batches it claims as it writes the last outcomes of each; return the next
+        claim size."""
         pending = deque(rows)
         buffer: list[Completion] = []
         buffered_since = time.perf_counter()
         started = buffered_since
         give_back_after = started + OVERRUN_FACTOR * TARGET_BATCH_SECONDS
+        executed = 0
+
+        def next_claim_size() -> int:
+            per_step = (time.perf_counter() - started) / max(executed, 1)
+            if per_step <= 0:
+                return self.settings.batch_size
+            return max(1, min(self.settings.batch_size, int(TARGET_BATCH_SECONDS / per_step)))
 
         def flush() -> None:
             nonlocal give_back_after
             room = self.settings.batch_size - len(pending)
-            handed = self._flush(connection, worker_id, runner, buffer, room)
+            # The last outcomes of the batch: claim the next one in their transaction, which
+            # saves a transaction (and a commit) per batch.
+            ahead = 0 if pending or self._stopping.is_set() else next_claim_size()
+            handed, claimed = self._flush(connection, worker_id, runner, buffer, room, ahead)
             buffer.clear()
-            if handed:
-                pending.extend(handed)
+            if claimed and len(claimed) == ahead:
+                self._waker.wake_one()  # there may be more: let the next idle worker look
+            if handed or claimed:
+                pending.extend(handed or claimed)
                 give_back_after = time.perf_counter() + OVERRUN_FACTOR * TARGET_BATCH_SECONDS
 
         def begin_for_step() -> sa.Connection:
@@ -340,7 +353,6 @@ class WorkerPool:
             connection.begin()
             return connection
 
-        executed = 0
         writing_in_step = False
         try:
             while pending:
@@ -375,11 +387,7 @@ class WorkerPool:
         finally:
             with self.stats._lock:
                 self.stats.executed += executed
-        elapsed = time.perf_counter() - started
-        per_step = elapsed / max(executed, 1)
-        if per_step <= 0:
-            return self.settings.batch_size
-        return max(1, min(self.settings.batch_size, int(TARGET_BATCH_SECONDS / per_step)))
+        return next_claim_size()
 
     def _observe(self, completion: Completion) -> None:
         """Tell the observer of a step run (not of one postponed for want of an implementation)."""
@@ -414,20 +422,35 @@ class WorkerPool:
         runner: StepRunner,
         completions: list[Completion],
         room: int = 0,
-    ) -> list[Row]:
-        """Write buffered outcomes in one transaction; return new steps handed to this worker."""
+        claim: int = 0,
+    ) -> tuple[list[Row], list[Row]]:
+        """Write buffered outcomes in one transaction; return the new steps handed to this
+        worker and, if none were and ``claim`` > 0, up to ``claim`` due steps it claimed in the
+        same transaction."""
         if not completions:
-            return []
+            return [], []
+        claimed: list[Row] = []
+
+        def write(c: sa.Connection) -> _Written:
+            nonlocal claimed
+            written = self._write(c, worker_id, completions, room)
+            if claim > 0 and not written.handed:
+                now = utcnow()
+                lease_end = now + self.settings.lease
+                claimed = self._hot.claim(c, worker_id, now, lease_end, claim, alone=False)
+            return written
+
         try:
-            written = transact(connection, lambda c: self._write(c, worker_id, completions, room))
+            written = transact(connection, write)
         except SingletonExists:
             # One step's new steps clash with a ready singleton: write each on its own, so the
             # others are not held back, and retry the clashing ones as if they had raised.
+            claimed = []
             written = _Written()
             for completion in completions:
                 written.merge(self._write_alone(connection, worker_id, runner, completion))
         self._written(written)
-        return written.handed
+        return written.handed, claimed
 
     def _write_alone(
         self,

@@ -86,9 +86,9 @@ def create_database(url: URL, **engine_options: Any) -> sa.Engine:
 
     SQLite: WAL, ``synchronous=NORMAL``, temporary files in memory, a busy timeout, and
     ``BEGIN IMMEDIATE`` for every transaction (one writer at a time, taken up front, so two
-    writers never deadlock on the upgrade from read to write). MySQL: READ COMMITTED, so claims do not take gap locks.
-    In-memory SQLite (``sqlite://``) becomes a private temporary file, deleted with the engine,
-    so that every worker thread sees the same database.
+    writers never deadlock on the upgrade from read to write). MySQL: READ COMMITTED, so
+    claims do not take gap locks. In-memory SQLite (``sqlite://``) becomes a private temporary
+    file, deleted with the engine, so that every worker thread sees the same database.
     """
     kind = kind_of(url)
     connect_args: dict[str, Any] = {}

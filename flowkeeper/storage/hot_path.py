@@ -79,9 +79,20 @@ class HotPath:
         self._q = queries
 
     def claim(
-        self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
+        self,
+        connection: sa.Connection,
+        worker: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        *,
+        alone: bool = True,
     ) -> list[Row]:
-        """Lease up to ``limit`` due steps to ``worker``; return them, oldest due first."""
+        """Lease up to ``limit`` due steps to ``worker``; return them, oldest due first.
+
+        ``alone=False``: the transaction also writes outcomes (a worker claiming its next
+        batch as it records the last one), so it must commit as durably as they do.
+        """
         return self._q.claim(connection, worker, now, until, limit)
 
     def finish(
@@ -186,7 +197,14 @@ class PostgresHotPath(HotPath):
         )
 
     def claim(
-        self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
+        self,
+        connection: sa.Connection,
+        worker: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        *,
+        alone: bool = True,
     ) -> list[Row]:
         params = {
             "worker": worker,
@@ -195,10 +213,11 @@ class PostgresHotPath(HotPath):
             "limit": limit,
         }
         with driver_cursor(connection) as cursor:
-            # A claim lost in a crash only means its steps run again, which at-least-once
-            # allows; so its commit need not wait for the disk. Outcomes still do, and their
-            # commit flushes the claim's record too.
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            if alone:
+                # A claim lost in a crash only means its steps run again, which at-least-once
+                # allows; so its commit need not wait for the disk. Outcomes still do, and
+                # their commit flushes the claim's record too.
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(self._claim_sql, params)
             rows = [_claimed(values) for values in cursor.fetchall()]
         rows.sort(key=_by_id)
@@ -291,7 +310,14 @@ class SqliteHotPath(HotPath):
         self._add_sql = f"INSERT INTO {_READY} ({', '.join(NEW_COLUMNS)}) VALUES "
 
     def claim(
-        self, connection: sa.Connection, worker: str, now: datetime, until: datetime, limit: int
+        self,
+        connection: sa.Connection,
+        worker: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        *,
+        alone: bool = True,
     ) -> list[Row]:
         lease_end = stored_time(until, sqlite=True)
         with driver_cursor(connection) as cursor:

@@ -448,8 +448,10 @@ def test_a_claim_that_committed_but_reported_an_error_strands_nothing(
         real_claim = hot_path.claim
         cut: list[list[int]] = []
 
-        def claim_then_lose_the_reply(connection: sa.Connection, *args: Any) -> list[Any]:
-            rows = real_claim(connection, *args)
+        def claim_then_lose_the_reply(
+            connection: sa.Connection, *args: Any, **options: Any
+        ) -> list[Any]:
+            rows = real_claim(connection, *args, **options)
             if cut or not rows:
                 return rows
             connection.commit()
