@@ -819,6 +819,32 @@ def test_a_chain_is_handed_from_link_to_link_within_one_worker(engine: fk.Engine
     assert engine.count() == {"ready": 0, "done": 20, "failed": 0}
 
 
+def test_the_next_batch_is_claimed_with_the_outcomes_of_the_last(
+    engine: fk.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While there is work, a worker claims its next batch in the transaction that records
+    the last outcomes of a batch: one transaction per batch, each step still run once."""
+    engine.register_step(["job"], lambda step: None)
+    ids = engine.add_steps(*(fk.Step("job", i) for i in range(300)))
+    hot_path = engine._hot  # to see the claims: no public way
+    real_claim = hot_path.claim
+    claims: list[tuple[bool, int]] = []
+
+    def recording(connection: sa.Connection, *args: Any, alone: bool = True) -> list[Any]:
+        rows = real_claim(connection, *args, alone=alone)
+        claims.append((alone, len(rows)))
+        return rows
+
+    monkeypatch.setattr(hot_path, "claim", recording)
+    stats = engine.run(workers=1, until_idle=True, batch_size=50, handle_signals=False)
+
+    assert stats.done == 300
+    assert all(engine.get_step(i).execution_count == 1 for i in ids)
+    with_outcomes = [count for alone, count in claims if not alone]
+    assert sum(with_outcomes) == 299  # the first claim is alone (one step at first)
+    assert len([c for c in claims if c[0]]) <= 3  # the first, and the ones that found none
+
+
 def test_steps_handed_to_a_stopping_worker_are_released(engine: fk.Engine) -> None:
     @engine.step("fan")
     def fan(step: fk.StepContext) -> fk.Outcome:

@@ -104,3 +104,20 @@ def test_adding_many_leased_rows_returns_each_as_claimed(engine: fk.Engine) -> N
     assert len(ready) == 150
     assert {r["id"] for r in leased} == {i for i, r in ready.items() if r.locked_by == "w1"}
     assert sum(r.locked_by is None for r in ready.values()) == 30
+
+
+@pytest.mark.databases("postgresql")
+@pytest.mark.parametrize("alone", [True, False])
+def test_a_claim_commits_without_waiting_for_the_disk_only_alone(
+    engine: fk.Engine, alone: bool
+) -> None:
+    """A claim alone may be lost in a crash (its steps run again); a claim made in the
+    transaction that records outcomes must not make their commit asynchronous."""
+    engine.add_steps(*[fk.Step("bulk", i) for i in range(3)])
+    hot = hot_path_for(StepQueries(engine.kind))
+    now = datetime.now(UTC)
+    with engine.database.connect() as connection, connection.begin():
+        rows = hot.claim(connection, "w1", now, now + timedelta(minutes=1), 10, alone=alone)
+        setting = connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+    assert len(rows) == 3
+    assert setting == ("off" if alone else "on")
