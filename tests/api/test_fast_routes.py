@@ -4,6 +4,8 @@ so is left to the FastAPI routes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -312,3 +314,48 @@ def test_a_command_passed_on_by_a_mounted_app_keeps_its_body(
         )
         assert done.status_code == 200, done.text
         assert done.json()["transitions"][0]["identity"] == "alice"
+
+
+def test_a_client_gone_before_its_body_ends_executes_nothing(
+    app: FastAPI, client: TestClient, make_key: MakeKey, vacation: str
+) -> None:
+    # A key whose own identity may execute the command: read as an empty body, the cut-off
+    # request would execute it.
+    alice = make_key("service", identity="alice")
+    pid = create_process(client, alice)["id"]  # caches the key
+    path = f"{P}/{pid}/commands/StartSigning"
+    headers = [
+        (b"authorization", alice["Authorization"].encode()),
+        (b"content-type", b"application/json"),
+    ]
+    messages = [
+        {"type": "http.request", "body": b'{"identity": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    with contextlib.suppress(Exception):  # a disconnected client may be answered or not
+        asyncio.run(app(scope, receive, send))
+    assert client.get(f"{P}/{pid}/history", headers=alice).json() == []
+    executed = client.post(f"{P}/{pid}/commands/StartSigning", headers=alice)
+    assert executed.status_code == 200, executed.text  # as the same request would, whole
