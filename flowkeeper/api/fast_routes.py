@@ -5,8 +5,8 @@ per-request work:
 - ``POST /api/v1/processes/{id}/commands/{command}``.
 
 For each request FastAPI solves the route's dependencies (the bearer scheme, the key check,
-the engine), validates its path parameters and its body, which cost about 100 µs of CPU per
-read and 250 µs per command, a quarter of what the whole request costs in the server
+the engine), validates its path parameters and its body: about 100 µs of CPU per read and
+250 µs per command, a fifth to a quarter of what the whole request costs in the server
 (measured in-process; docs/benchmarks.md). These routes, matched first, answer only what they
 can answer exactly as the FastAPI routes would: a bearer key verified within the key cache's
 lifetime, path parameters FastAPI would accept and, for a command, no body or a JSON body that

@@ -327,23 +327,27 @@ class WorkerPool:
         started = buffered_since
         give_back_after = started + OVERRUN_FACTOR * TARGET_BATCH_SECONDS
         executed = 0
+        # What the steps take, measured since the last claim: the size of the next claim.
+        measured_from, measured_steps = started, 0
 
         def next_claim_size() -> int:
-            per_step = (time.perf_counter() - started) / max(executed, 1)
+            per_step = (time.perf_counter() - measured_from) / max(measured_steps, 1)
             if per_step <= 0:
                 return self.settings.batch_size
             return max(1, min(self.settings.batch_size, int(TARGET_BATCH_SECONDS / per_step)))
 
         def flush() -> None:
-            nonlocal give_back_after
+            nonlocal give_back_after, measured_from, measured_steps
             room = self.settings.batch_size - len(pending)
             # The last outcomes of the batch: claim the next one in their transaction, which
             # saves a transaction (and a commit) per batch.
             ahead = 0 if pending or self._stopping.is_set() else next_claim_size()
             handed, claimed = self._flush(connection, worker_id, runner, buffer, room, ahead)
             buffer.clear()
-            if claimed and len(claimed) == ahead:
-                self._waker.wake_one()  # there may be more: let the next idle worker look
+            if claimed:
+                measured_from, measured_steps = time.perf_counter(), 0
+                if len(claimed) == ahead:
+                    self._waker.wake_one()  # there may be more: let the next idle worker look
             if handed or claimed:
                 pending.extend(handed or claimed)
                 give_back_after = time.perf_counter() + OVERRUN_FACTOR * TARGET_BATCH_SECONDS
@@ -366,6 +370,7 @@ class WorkerPool:
                     break
                 completion = runner.run(pending.popleft(), begin_for_step)
                 executed += 1
+                measured_steps += 1
                 self._observe(completion)
                 if completion.connection is not None:
                     writing_in_step = True
