@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -50,3 +51,18 @@ def test_the_bench_refuses_a_database_with_real_steps(db_url: str) -> None:
         engine.add_step(fk.Step("orders/ship"))
     with pytest.raises(fk.InvalidArgument, match="database of its own"):
         workloads.drain(db_url, 10)
+
+
+def test_a_drain_in_several_processes_runs_every_step_once(db_url: str) -> None:
+    result = workloads.drain(db_url, 300, workers=2, processes=2)
+    assert result.steps == 300
+    assert result.processes == 2
+    assert result.rate > 0
+    with fk.Engine(db_url) as engine:
+        assert engine.count() == {"ready": 0, "done": 300, "failed": 0}
+
+
+def test_a_worker_process_that_cannot_start_fails_the_run(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/no/such/dir/bench.db"
+    with pytest.raises(RuntimeError, match="failed to start"):
+        workloads._drain_in_processes(missing, workers=1, batch_size=10, processes=2)

@@ -269,17 +269,36 @@ def _ceiling(
     return moved / seconds
 
 
+READY = "ready"
+"""What a benchmark worker process prints once it can start (:mod:`flowkeeper.bench.process`)."""
+
+
 def _drain_in_processes(url: str, workers: int, batch_size: int, processes: int) -> float:
+    """Seconds from the first process's start to the last one's end, all started at once."""
     command = [sys.executable, "-m", "flowkeeper.bench.process", url, str(workers), str(batch_size)]
     children = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(processes)
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
     ]
-    spans = []
-    for child in children:
-        out, _ = child.communicate(timeout=900)
-        if child.returncode != 0:
-            raise RuntimeError(f"benchmark worker process failed with {child.returncode}")
-        spans.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != READY:
+                raise RuntimeError("a benchmark worker process failed to start")
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        spans = []
+        for child in children:
+            out, _ = child.communicate(timeout=900)
+            if child.returncode != 0:
+                raise RuntimeError(f"benchmark worker process failed with {child.returncode}")
+            spans.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
     return float(max(s["end"] for s in spans)) - float(min(s["start"] for s in spans))
 
 
