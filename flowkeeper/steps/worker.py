@@ -2,7 +2,9 @@
 
 Each worker thread holds one connection. It claims a batch under a lease (one short
 transaction), runs the steps, and writes their outcomes, new steps and state changes in one
-more transaction, fenced: only steps whose lease it still holds are written. A heartbeat
+more transaction, fenced: only steps whose lease it still holds are written
+(:mod:`flowkeeper.steps.outcomes`). While there is work, that transaction also claims the
+next batch, so a busy worker commits once per batch. A heartbeat
 thread extends the leases of running batches; a dead worker's steps become claimable again
 when its lease runs out. On PostgreSQL a LISTEN connection wakes idle workers the moment a
 step is added; elsewhere idle workers poll, backing off to ``max_poll_interval``.
@@ -28,9 +30,9 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from flowkeeper.clock import utcnow
-from flowkeeper.errors import InvalidArgument, SingletonExists
+from flowkeeper.errors import InvalidArgument
 from flowkeeper.steps.execution import Completion, StepRunner
-from flowkeeper.steps.operations import ready_row
+from flowkeeper.steps.outcomes import OutcomeWriter
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage import notify as notify_mod
 from flowkeeper.storage.database import first_line, transact
@@ -132,7 +134,6 @@ class WorkerPool:
         self._q = queries
         self._hot = hot
         self._registry = registry
-        self._insert = insert
         self._waker = waker
         self.settings = settings
         self.pool_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -142,6 +143,7 @@ class WorkerPool:
         self._idle_lock = threading.Lock()
         self._until_idle = False
         self.stats = RunStats()
+        self._outcomes = OutcomeWriter(hot, registry, insert, waker, self.stats, settings.lease)
         self._errors: list[BaseException] = []
         self.listener: notify_mod.Listener | None = None
         """PostgreSQL: the LISTEN connection's thread body, while :meth:`run` runs."""
@@ -342,7 +344,9 @@ class WorkerPool:
             # The last outcomes of the batch: claim the next one in their transaction, which
             # saves a transaction (and a commit) per batch.
             ahead = 0 if pending or self._stopping.is_set() else next_claim_size()
-            handed, claimed = self._flush(connection, worker_id, runner, buffer, room, ahead)
+            handed, claimed = self._outcomes.flush(
+                connection, worker_id, runner, buffer, room, ahead
+            )
             buffer.clear()
             if claimed:
                 measured_from, measured_steps = time.perf_counter(), 0
@@ -374,7 +378,9 @@ class WorkerPool:
                 self._observe(completion)
                 if completion.connection is not None:
                     writing_in_step = True
-                    self._complete_in_step_transaction(connection, worker_id, runner, completion)
+                    self._outcomes.complete_in_step_transaction(
+                        connection, worker_id, runner, completion
+                    )
                     writing_in_step = False
                 else:
                     if not buffer:
@@ -418,158 +424,6 @@ class WorkerPool:
         if transact(connection, release):
             self._waker.wake()
 
-    # -- writing outcomes -------------------------------------------------------------------------
-
-    def _flush(
-        self,
-        connection: sa.Connection,
-        worker_id: str,
-        runner: StepRunner,
-        completions: list[Completion],
-        room: int = 0,
-        claim: int = 0,
-    ) -> tuple[list[Row], list[Row]]:
-        """Write buffered outcomes in one transaction; return the new steps handed to this
-        worker and, if none were and ``claim`` > 0, up to ``claim`` due steps it claimed in the
-        same transaction."""
-        if not completions:
-            return [], []
-        claimed: list[Row] = []
-
-        def write(c: sa.Connection) -> _Written:
-            nonlocal claimed
-            written = self._write(c, worker_id, completions, room)
-            if claim > 0 and not written.handed:
-                now = utcnow()
-                lease_end = now + self.settings.lease
-                claimed = self._hot.claim(c, worker_id, now, lease_end, claim, alone=False)
-            return written
-
-        try:
-            written = transact(connection, write)
-        except SingletonExists:
-            # One step's new steps clash with a ready singleton: write each on its own, so the
-            # others are not held back, and retry the clashing ones as if they had raised.
-            claimed = []
-            written = _Written()
-            for completion in completions:
-                written.merge(self._write_alone(connection, worker_id, runner, completion))
-        self._written(written)
-        return written.handed, claimed
-
-    def _write_alone(
-        self,
-        connection: sa.Connection,
-        worker_id: str,
-        runner: StepRunner,
-        completion: Completion,
-    ) -> _Written:
-        try:
-            return transact(connection, lambda c: self._write(c, worker_id, [completion]))
-        except SingletonExists as clash:
-            retry = runner.as_error(completion, clash)
-            return transact(connection, lambda c: self._write(c, worker_id, [retry]))
-
-    def _complete_in_step_transaction(
-        self,
-        connection: sa.Connection,
-        worker_id: str,
-        runner: StepRunner,
-        completion: Completion,
-    ) -> None:
-        """Write the outcome in the transaction the step wrote through, and commit both.
-
-        If the lease was lost meanwhile, the step's writes roll back: the worker that holds the
-        step now makes them again, and only its outcome counts.
-        """
-        try:
-            written = self._write(connection, worker_id, [completion])
-            if written.outcomes.get("lost"):
-                connection.rollback()
-                written.due = False
-            else:
-                connection.commit()
-        except (SingletonExists, exc.DBAPIError) as error:
-            # The step's own writes are gone with the transaction: run it again later.
-            connection.rollback()
-            completion.connection = None
-            written = self._write_alone(
-                connection, worker_id, runner, runner.as_error(completion, error)
-            )
-        except BaseException:
-            connection.rollback()
-            raise
-        self._written(written)
-
-    def _written(self, written: _Written) -> None:
-        for queue, count in written.outcomes.items():
-            self.stats.add(queue, count)
-        if written.due:
-            self._waker.wake()
-
-    def _write(
-        self,
-        connection: sa.Connection,
-        worker_id: str,
-        completions: list[Completion],
-        room: int = 0,
-    ) -> _Written:
-        """Record outcomes of the steps this worker still holds, with the steps they add.
-
-        Up to ``room`` new steps that are due now and implemented here, one per completed
-        step, are added already leased to this worker, which runs them next without claiming
-        them: a chain costs one transaction per link, not two.
-        """
-        held: set[int] = set()
-        for queue in ("done", "failed"):
-            rows = [c.row for c in completions if c.queue == queue]
-            if rows:
-                held |= self._hot.finish(connection, worker_id, queue, rows)
-        changes = [c.reschedule for c in completions if c.queue == "ready"]
-        if changes:
-            held |= self._hot.reschedule(connection, worker_id, changes)
-        now = utcnow()
-        new_rows = [
-            ready_row(step, now, parent=c.row)
-            for c in completions
-            if c.id in held
-            for step in c.new_steps
-        ]
-        written = _Written()
-        if new_rows:
-            until = now + self.settings.lease
-            plain = [r for r in new_rows if r["singleton_key"] is None]
-            parents_handing: set[int] = set()
-            for row in plain:
-                if room <= 0:
-                    break
-                parent = row["created_by_step_id"]
-                # One child per parent: a chain's next link stays here, while a fan-out's
-                # other children go to the queue, for every idle worker to share.
-                if (
-                    parent not in parents_handing
-                    and row["run_at"] <= now
-                    and row["name"] in self._registry
-                ):
-                    parents_handing.add(parent)
-                    row.update(
-                        locked_by=worker_id,
-                        locked_until=until,
-                        available_at=until,
-                        execution_count=1,
-                    )
-                    room -= 1
-            written.handed = self._hot.add(connection, plain)
-            singletons = [r for r in new_rows if r["singleton_key"] is not None]
-            if singletons:
-                self._insert(connection, singletons)
-            written.due = any(r["run_at"] <= now and r["locked_by"] is None for r in new_rows)
-        if written.due:
-            notify_mod.notify(connection)
-        for completion in completions:
-            written.count(completion.queue if completion.id in held else "lost")
-        return written
-
     # -- housekeeping ------------------------------------------------------------------------------
 
     def _keep_house(self) -> None:
@@ -605,25 +459,6 @@ class WorkerPool:
                 connection = _discard(connection)
         if connection is not None:
             connection.close()
-
-
-@dataclass(slots=True)
-class _Written:
-    """What one write recorded: outcomes by queue, and whether it added steps due now."""
-
-    due: bool = False
-    outcomes: dict[str, int] = field(default_factory=dict)
-    handed: list[Row] = field(default_factory=list)
-    """New steps added leased to the writing worker, for it to run next."""
-
-    def count(self, queue: str) -> None:
-        self.outcomes[queue] = self.outcomes.get(queue, 0) + 1
-
-    def merge(self, other: _Written) -> None:
-        self.due |= other.due
-        self.handed.extend(other.handed)
-        for queue, count in other.outcomes.items():
-            self.outcomes[queue] = self.outcomes.get(queue, 0) + count
 
 
 def _discard(connection: sa.Connection | None) -> sa.Connection | None:
