@@ -4,7 +4,8 @@ A worker buffers the completions of a batch and writes them in one transaction p
 Only steps whose lease the worker still holds are written (the fence): a worker that lost a
 step to another writes nothing for it. New steps are added in the same transaction, up to
 one per completed step handed straight back to the worker that made it (a chain's next link);
-a singleton clash makes each completion be written on its own.
+a singleton clash makes each completion be written on its own. The flush that ends a batch
+may also claim the worker's next batch in the same transaction.
 """
 
 from __future__ import annotations
