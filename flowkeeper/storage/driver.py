@@ -80,9 +80,31 @@ def stored_time(value: datetime | None, sqlite: bool) -> Any:
     text SQLAlchemy writes, so text order is time order)."""
     if value is None:
         return None
+    if sqlite and value.tzinfo is UTC:
+        return _utc_text(value)
     naive = value.astimezone(UTC).replace(tzinfo=None)
     # isoformat pads the year to four digits (strftime's %Y does not on every platform).
     return naive.isoformat(" ", "microseconds") if sqlite else naive
+
+
+_SECOND_TEXTS: dict[tuple[int, int, int, int, int, int], str] = {}
+
+
+def _utc_text(value: datetime) -> str:
+    """SQLite's text of a UTC datetime. Every step's start time is written, and formatting a
+    datetime costs microseconds: the part up to the second is formatted once per second."""
+    second = (value.year, value.month, value.day, value.hour, value.minute, value.second)
+    text = _SECOND_TEXTS.get(second)
+    if text is None:
+        if len(_SECOND_TEXTS) >= 4096:  # times of long ago: keep the cache small
+            _SECOND_TEXTS.clear()
+        year, month, day, hour, minute, sec = second
+        text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{sec:02d}"
+        _SECOND_TEXTS[second] = text
+    return f"{text}.{value.microsecond:06d}"
+
+
+_STORED_TEXT_LENGTH = len("2000-01-01 00:00:00.000000")
 
 
 def loaded_time(value: Any) -> datetime | None:
@@ -90,5 +112,7 @@ def loaded_time(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if len(value) == _STORED_TEXT_LENGTH:  # as written: parsing the offset is cheaper
+            return datetime.fromisoformat(value + "+00:00")
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
