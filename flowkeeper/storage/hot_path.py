@@ -297,7 +297,7 @@ class SqliteHotPath(HotPath):
                 f"INSERT INTO fk_steps_{queue} ({', '.join(kept)}, execution_started_at, "
                 "execution_duration_ms, description, executed_by) "
                 f"SELECT {', '.join('r.' + c for c in kept)}, o.started, o.ms, o.description, ? "
-                f"FROM o, {_READY} r WHERE r.id = o.id AND r.locked_by = ? RETURNING id"
+                f"FROM o, {_READY} r WHERE r.id = o.id AND r.locked_by = ?"
             )
             for queue in ("done", "failed")
         }
@@ -342,6 +342,8 @@ class SqliteHotPath(HotPath):
         if not rows:
             return set()
         held: set[int] = set()
+        driver = connection.connection.driver_connection
+        assert driver is not None
         with driver_cursor(connection) as cursor:
             for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
@@ -356,14 +358,22 @@ class SqliteHotPath(HotPath):
                     )
                 ]
                 values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                # Counted, not returned: fetching the moved ids one row at a time cost more
+                # than the rest of the statement.
+                changes_before = driver.total_changes
                 cursor.execute(
                     self._finish_sql[queue].format(values=values), (*outcomes, worker, worker)
                 )
-                moved = [found[0] for found in cursor.fetchall()]
-                if moved:
-                    marks = ", ".join("?" * len(moved))
-                    cursor.execute(f"DELETE FROM {_READY} WHERE id IN ({marks})", moved)
-                    held.update(moved)
+                ids = [r["id"] for r in chunk]
+                if driver.total_changes - changes_before != len(chunk):
+                    # Another worker holds some of them now: the rows still leased to this
+                    # one are the ones just copied (nothing else writes meanwhile).
+                    ids = sorted(self._held(cursor, worker, ids))
+                if ids:
+                    cursor.execute(
+                        f"DELETE FROM {_READY} WHERE id IN ({', '.join('?' * len(ids))})", ids
+                    )
+                    held.update(ids)
         return held
 
     def reschedule(
