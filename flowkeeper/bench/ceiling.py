@@ -8,20 +8,23 @@ is what the engine's own machinery costs, measured in the same run on the same d
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from flowkeeper.storage.database import kind_of, transact
+from flowkeeper.storage.database import Transactor, kind_of, transact
 from flowkeeper.storage.driver import stored_time
 from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
+from flowkeeper.storage.shared_writer import Checkpointer, SharedWriter
 from flowkeeper.storage.step_queries import StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
 
+T = TypeVar("T")
 _INSERT_COLUMNS = [c for c in STEP_COLUMNS if c != "id"] + ["available_at"]
 
 
@@ -74,7 +77,8 @@ def bare_loop(
 ) -> float:
     """Move ``expected`` rows from ready to done with ``workers`` threads; return seconds taken.
 
-    It runs the engine's own hot-path statements (claim, finish, add) on held connections,
+    It runs the engine's own hot-path statements (claim, finish, add) on held connections (on
+    SQLite, through one shared writer with its checkpointer, as a worker pool does),
     with the same batch size, the same hand-off of new steps to the thread that made them and
     the same claim of the next batch in the transaction that finishes one,
     but none of the engine's per-step machinery: no step context, no implementation, no
@@ -87,6 +91,7 @@ def bare_loop(
     finished = threading.Event()
     deadline = time.perf_counter() + timeout
     failures: list[BaseException] = []
+    writer = SharedWriter(database) if database.dialect.name == "sqlite" else None
 
     def work(index: int) -> None:
         try:
@@ -99,15 +104,22 @@ def bare_loop(
         nonlocal moved
         worker = f"ceiling/{index}"
         handed: list[dict[str, Any]] = []
-        with database.connect() as connection:
+        with contextlib.ExitStack() as stack:
+            if writer is not None:
+                transaction: Transactor = writer.run
+            else:
+                connection = stack.enter_context(database.connect())
+
+                def transaction(work: Callable[[sa.Connection], T]) -> T:
+                    return transact(connection, work)
+
             while not finished.is_set() and time.perf_counter() < deadline:
                 now = datetime.now(UTC)
                 lease_end = now + timedelta(seconds=60)
                 if handed:
                     rows, handed = handed, []
                 else:
-                    rows = transact(
-                        connection,
+                    rows = transaction(
                         lambda c: hot.claim(c, worker, now, lease_end, batch_size),  # noqa: B023
                     )
                 if not rows:
@@ -139,18 +151,25 @@ def bare_loop(
                     until = claimed_at + timedelta(seconds=60)
                     return hot.claim(c, worker, claimed_at, until, batch_size, alone=False)
 
-                handed = transact(connection, finish)
+                handed = transaction(finish)
                 with lock:
                     moved += len(rows)
                     if moved >= expected:
                         finished.set()
 
+    checkpointer = None if writer is None else Checkpointer(database, writer)
     threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
     started = time.perf_counter()
+    if checkpointer is not None:
+        checkpointer.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if checkpointer is not None:
+        checkpointer.stop()
+    if writer is not None:
+        writer.close()
     if failures:
         raise failures[0]
     if moved < expected:

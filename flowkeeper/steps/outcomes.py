@@ -24,7 +24,7 @@ from flowkeeper.steps.execution import Completion, StepRunner
 from flowkeeper.steps.operations import ready_row
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage import notify as notify_mod
-from flowkeeper.storage.database import transact
+from flowkeeper.storage.database import Transactor
 from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.notify import Waker
 from flowkeeper.storage.step_queries import Row
@@ -57,14 +57,14 @@ class OutcomeWriter:
 
     def flush(
         self,
-        connection: sa.Connection,
+        transaction: Transactor,
         worker_id: str,
         runner: StepRunner,
         completions: list[Completion],
         room: int = 0,
         claim: int = 0,
     ) -> tuple[list[Row], list[Row]]:
-        """Write buffered outcomes in one transaction; return the new steps handed to this
+        """Write buffered outcomes in one ``transaction``; return the new steps handed to this
         worker and, if none were and ``claim`` > 0, up to ``claim`` due steps it claimed in the
         same transaction."""
         if not completions:
@@ -81,33 +81,34 @@ class OutcomeWriter:
             return written
 
         try:
-            written = transact(connection, write)
+            written = transaction(write)
         except SingletonExists:
             # One step's new steps clash with a ready singleton: write each on its own, so the
             # others are not held back, and retry the clashing ones as if they had raised.
             claimed = []
             written = Written()
             for completion in completions:
-                written.merge(self._write_alone(connection, worker_id, runner, completion))
+                written.merge(self._write_alone(transaction, worker_id, runner, completion))
         self._written(written)
         return written.handed, claimed
 
     def _write_alone(
         self,
-        connection: sa.Connection,
+        transaction: Transactor,
         worker_id: str,
         runner: StepRunner,
         completion: Completion,
     ) -> Written:
         try:
-            return transact(connection, lambda c: self._write(c, worker_id, [completion]))
+            return transaction(lambda c: self._write(c, worker_id, [completion]))
         except SingletonExists as clash:
             retry = runner.as_error(completion, clash)
-            return transact(connection, lambda c: self._write(c, worker_id, [retry]))
+            return transaction(lambda c: self._write(c, worker_id, [retry]))
 
     def complete_in_step_transaction(
         self,
         connection: sa.Connection,
+        transaction: Transactor,
         worker_id: str,
         runner: StepRunner,
         completion: Completion,
@@ -115,7 +116,8 @@ class OutcomeWriter:
         """Write the outcome in the transaction the step wrote through, and commit both.
 
         If the lease was lost meanwhile, the step's writes roll back: the worker that holds the
-        step now makes them again, and only its outcome counts.
+        step now makes them again, and only its outcome counts. If the outcome cannot be
+        written there, it is written as a retry in a ``transaction`` of its own.
         """
         try:
             written = self._write(connection, worker_id, [completion])
@@ -129,7 +131,7 @@ class OutcomeWriter:
             connection.rollback()
             completion.connection = None
             written = self._write_alone(
-                connection, worker_id, runner, runner.as_error(completion, error)
+                transaction, worker_id, runner, runner.as_error(completion, error)
             )
         except BaseException:
             connection.rollback()

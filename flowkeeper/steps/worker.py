@@ -1,13 +1,19 @@
 """The worker pool: threads that claim due steps in batches, run them and record outcomes.
 
-Each worker thread holds one connection. It claims a batch under a lease (one short
-transaction), runs the steps, and writes their outcomes, new steps and state changes in one
-more transaction, fenced: only steps whose lease it still holds are written
-(:mod:`flowkeeper.steps.outcomes`). While there is work, that transaction also claims the
-next batch, so a busy worker commits once per batch. A heartbeat
-thread extends the leases of running batches; a dead worker's steps become claimable again
-when its lease runs out. On PostgreSQL a LISTEN connection wakes idle workers the moment a
-step is added; elsewhere idle workers poll, backing off to ``max_poll_interval``.
+Each worker thread claims a batch under a lease (one short transaction), runs the steps, and
+writes their outcomes, new steps and state changes in one more transaction, fenced: only steps
+whose lease it still holds are written (:mod:`flowkeeper.steps.outcomes`). While there is
+work, that transaction also claims the next batch, so a busy worker commits once per batch.
+On PostgreSQL and MySQL each worker holds a connection of its own, so the server runs their
+transactions side by side; SQLite writes one transaction at a time anyway, so there the
+workers' claims and outcomes go through the pool's one
+:class:`~flowkeeper.storage.shared_writer.SharedWriter`, which commits whatever the workers
+have waiting together, and a checkpointer thread copies the log into the database file
+(a worker still opens a connection of its own for a step that uses ``step.connection``).
+
+A heartbeat thread extends the leases of running batches; a dead worker's steps become
+claimable again when its lease runs out. On PostgreSQL a LISTEN connection wakes idle workers
+the moment a step is added; elsewhere idle workers poll, backing off to ``max_poll_interval``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -38,9 +45,11 @@ from flowkeeper.storage import notify as notify_mod
 from flowkeeper.storage.database import first_line, transact
 from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.notify import Waker
+from flowkeeper.storage.shared_writer import Checkpointer, SharedWriter
 from flowkeeper.storage.step_queries import Row, StepQueries
 
 log = logging.getLogger("flowkeeper.worker")
+T = TypeVar("T")
 
 MIN_POLL_INTERVAL = 0.01
 HOUSEKEEPING_INTERVAL = 300.0
@@ -145,6 +154,8 @@ class WorkerPool:
         self.stats = RunStats()
         self._outcomes = OutcomeWriter(hot, registry, insert, waker, self.stats, settings.lease)
         self._errors: list[BaseException] = []
+        self._writer: SharedWriter | None = None
+        """SQLite: the one connection every worker claims and records through, while running."""
         self.listener: notify_mod.Listener | None = None
         """PostgreSQL: the LISTEN connection's thread body, while :meth:`run` runs."""
 
@@ -183,6 +194,30 @@ class WorkerPool:
         if self._database.dialect.name == "postgresql":
             self.listener = notify_mod.Listener(self._database, self._waker.wake_one)
             helpers.append(threading.Thread(target=self.listener.run, name="flowkeeper-listen"))
+        checkpointer = None
+        if self._database.dialect.name == "sqlite":
+            self._writer = SharedWriter(self._database)
+            checkpointer = Checkpointer(self._database, self._writer)
+            checkpointer.start()
+        try:
+            self._run_threads(threads, helpers, workers_done, handle_signals)
+        finally:
+            if checkpointer is not None:
+                checkpointer.stop()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        if self._errors:
+            raise self._errors[0]
+        return self.stats
+
+    def _run_threads(
+        self,
+        threads: list[threading.Thread],
+        helpers: list[threading.Thread],
+        workers_done: threading.Event,
+        handle_signals: bool,
+    ) -> None:
         with self._signals_stop_pool(handle_signals):
             for thread in threads + helpers:
                 thread.daemon = True
@@ -200,9 +235,6 @@ class WorkerPool:
                 workers_done.set()
                 for thread in helpers:
                     thread.join()
-        if self._errors:
-            raise self._errors[0]
-        return self.stats
 
     @contextmanager
     def _signals_stop_pool(self, enabled: bool) -> Iterator[None]:
@@ -234,7 +266,7 @@ class WorkerPool:
 
     def _work(self, index: int) -> None:
         worker_id, runner = self._new_identity(index)
-        connection: sa.Connection | None = None
+        link = _Link(self._database, self._writer)
         limit = 1
         backoff = MIN_POLL_INTERVAL
         try:
@@ -244,14 +276,12 @@ class WorkerPool:
                 # be holding the very row (SKIP LOCKED) that it is about to run.
                 self._note_idle(index, False)
                 try:
-                    if connection is None:
-                        connection = self._database.connect()
-                    rows = self._claim(connection, worker_id, limit)
+                    rows = self._claim(link, worker_id, limit)
                 except exc.DBAPIError as error:
                     log.warning(
                         "worker %s: claim failed (%s); retrying", worker_id, first_line(error)
                     )
-                    connection = _discard(connection)
+                    link.discard()
                     # The claim may have committed all the same (a connection cut during
                     # COMMIT): under a fresh id, whatever it leased is not kept alive by the
                     # heartbeat for ever, but runs when the lease ends.
@@ -277,13 +307,13 @@ class WorkerPool:
                 if len(rows) == limit:
                     self._waker.wake_one()  # there may be more: let the next idle worker look
                 try:
-                    limit = self._run_batch(connection, runner, worker_id, rows)
+                    limit = self._run_batch(link, runner, worker_id, rows)
                 except exc.DBAPIError as error:
                     # The outcomes could not be written: the steps stay leased to this id and
                     # run again elsewhere when the lease ends. A fresh id stops the heartbeat
                     # from keeping them.
                     log.warning("worker %s: lost its batch (%s)", worker_id, first_line(error))
-                    connection = _discard(connection)
+                    link.discard()
                     runner.close()
                     worker_id, runner = self._new_identity(index)
                     limit = 1
@@ -293,8 +323,7 @@ class WorkerPool:
             self.stop()
         finally:
             runner.close()
-            if connection is not None:
-                connection.close()
+            link.close()
             self._note_idle(index, True)
 
     def _note_idle(self, index: int, idle: bool) -> bool:
@@ -310,16 +339,14 @@ class WorkerPool:
                 return True
         return False
 
-    def _claim(self, connection: sa.Connection, worker_id: str, limit: int) -> list[Row]:
+    def _claim(self, link: _Link, worker_id: str, limit: int) -> list[Row]:
         def claim(conn: sa.Connection) -> list[Row]:
             now = utcnow()
             return self._hot.claim(conn, worker_id, now, now + self.settings.lease, limit)
 
-        return transact(connection, claim)
+        return link.transaction(claim)
 
-    def _run_batch(
-        self, connection: sa.Connection, runner: StepRunner, worker_id: str, rows: list[Row]
-    ) -> int:
+    def _run_batch(self, link: _Link, runner: StepRunner, worker_id: str, rows: list[Row]) -> int:
         """Run a claimed batch, the steps handed back to this worker as it writes outcomes,
         and the batches it claims as it writes the last outcomes of each; return the next
         claim size."""
@@ -345,7 +372,7 @@ class WorkerPool:
             # saves a transaction (and a commit) per batch.
             ahead = 0 if pending or self._stopping.is_set() else next_claim_size()
             handed, claimed = self._outcomes.flush(
-                connection, worker_id, runner, buffer, room, ahead
+                link.transaction, worker_id, runner, buffer, room, ahead
             )
             buffer.clear()
             if claimed:
@@ -358,6 +385,7 @@ class WorkerPool:
 
         def begin_for_step() -> sa.Connection:
             flush()
+            connection = link.own()
             connection.begin()
             return connection
 
@@ -369,7 +397,7 @@ class WorkerPool:
                     # Stopping, or the steps are slower than the claim's size assumed: give
                     # the rest back now rather than make them wait, leased, for this worker.
                     flush()
-                    self._release(connection, worker_id, [r["id"] for r in pending])
+                    self._release(link, worker_id, [r["id"] for r in pending])
                     pending.clear()
                     break
                 completion = runner.run(pending.popleft(), begin_for_step)
@@ -379,7 +407,7 @@ class WorkerPool:
                 if completion.connection is not None:
                     writing_in_step = True
                     self._outcomes.complete_in_step_transaction(
-                        connection, worker_id, runner, completion
+                        completion.connection, link.transaction, worker_id, runner, completion
                     )
                     writing_in_step = False
                 else:
@@ -412,7 +440,7 @@ class WorkerPool:
         except Exception:
             log.warning("the step observer failed", exc_info=True)
 
-    def _release(self, connection: sa.Connection, worker_id: str, ids: list[int]) -> None:
+    def _release(self, link: _Link, worker_id: str, ids: list[int]) -> None:
         """Give back claimed steps that were not started; tell idle workers they are due."""
 
         def release(conn: sa.Connection) -> int:
@@ -421,7 +449,7 @@ class WorkerPool:
                 notify_mod.notify(conn)
             return released
 
-        if transact(connection, release):
+        if link.transaction(release):
             self._waker.wake()
 
     # -- housekeeping ------------------------------------------------------------------------------
@@ -459,6 +487,42 @@ class WorkerPool:
                 connection = _discard(connection)
         if connection is not None:
             connection.close()
+
+
+class _Link:
+    """One worker's way to the database: the transactions its claims and outcomes run in, and
+    a connection of its own for the steps that write through ``step.connection``.
+
+    On SQLite the claims and outcomes of every worker go through the pool's
+    :class:`SharedWriter`; elsewhere through the worker's own connection, so that the server
+    runs them side by side.
+    """
+
+    def __init__(self, database: sa.Engine, writer: SharedWriter | None) -> None:
+        self._database = database
+        self._writer = writer
+        self._connection: sa.Connection | None = None
+
+    def own(self) -> sa.Connection:
+        """The worker's own connection, opened on first use."""
+        if self._connection is None:
+            self._connection = self._database.connect()
+        return self._connection
+
+    def transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in a transaction (retried after a deadlock or a busy database)."""
+        if self._writer is not None:
+            return self._writer.run(work)
+        return transact(self.own(), work)
+
+    def discard(self) -> None:
+        """Drop the own connection after a database error (the next use opens another)."""
+        self._connection = _discard(self._connection)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _discard(connection: sa.Connection | None) -> sa.Connection | None:

@@ -11,7 +11,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -271,6 +271,13 @@ def _first_line(error: BaseException | None) -> str:
 
 T = TypeVar("T")
 TRANSIENT_ATTEMPTS = 6
+
+
+class Transactor(Protocol):
+    """Runs work in a transaction of its choosing and returns what the work returned:
+    :func:`transact` on a connection, or a SQLite pool's shared writer."""
+
+    def __call__(self, work: Callable[[sa.Connection], T], /) -> T: ...
 
 
 def transact(connection: sa.Connection, work: Callable[[sa.Connection], T]) -> T:

@@ -746,6 +746,29 @@ def test_many_steps_on_eight_workers_each_run_exactly_once(engine: fk.Engine) ->
     assert {r.execution_count for r in done} == {1}
 
 
+@pytest.mark.databases("sqlite")
+def test_sqlite_connections_checkpoint_again_once_the_pool_stops(engine: fk.Engine) -> None:
+    """While a pool runs, its shared writer leaves checkpoints to the checkpointer thread;
+    the connection it returns to the engine's pool must checkpoint on its own again, or an
+    application that stops running workers would see the log grow without end."""
+    engine.register_step(["noop"], lambda step: None)
+    engine.add_steps(*(fk.Step("noop", i) for i in range(500)))
+    stats = engine.run(workers=4, until_idle=True, handle_signals=False)
+    assert stats.done == 500
+
+    pooled = engine.database.pool.checkedin()
+    assert pooled > 0
+    connections = [engine.database.connect() for _ in range(pooled)]
+    try:
+        for connection in connections:
+            driver = connection.connection.driver_connection  # no transaction: a read of a pragma
+            assert driver is not None
+            assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    finally:
+        for connection in connections:
+            connection.close()
+
+
 def test_slow_steps_after_fast_ones_are_shared_not_hoarded(engine: fk.Engine) -> None:
     """Workers that just drained fast steps claim big batches; a burst of slow steps arriving
     next must still spread over the idle workers rather than queue behind one of them."""
