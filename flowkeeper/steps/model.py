@@ -18,6 +18,10 @@ QUEUE_NAMES: tuple[Queue, ...] = ("ready", "done", "failed")
 MAX_RETRY_DELAY = timedelta(hours=2)
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every state: ``json.dumps`` with options builds a new one per call."""
+
+
 def encode_json(value: Any, what: str) -> str:
     """JSON text for ``value``, or :class:`InvalidStep` saying what is wrong with it.
 
@@ -26,7 +30,7 @@ def encode_json(value: Any, what: str) -> str:
     the same value.
     """
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as error:
         reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise InvalidStep(
@@ -39,6 +43,8 @@ def encode_json(value: Any, what: str) -> str:
 
 
 def _is_utf8(text: str) -> bool:
+    if text.isascii():  # the common case, without encoding a copy
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -65,7 +71,7 @@ def check_text(
         return
     if not isinstance(value, str):
         raise error(f"{what} must be a string, not {type(value).__name__}")
-    if required and not value.strip():
+    if required and (not value or value.isspace()):
         raise error(f"{what} must not be empty (nor only white space)")
     if limit is not None and len(value) > limit:
         raise error(
@@ -127,11 +133,17 @@ class Step:
 
     def __post_init__(self) -> None:
         check_text(self.name, "step name", required=True)
-        check_text(self.flow_id, "flow_id")
-        check_text(self.correlation_id, "correlation_id")
-        check_text(self.search_key, "search_key")
-        check_text(self.description, "description", limit=None)
-        check_text(self.tenant_id, "tenant_id")
+        # Most steps leave these out: no call for them (steps are made by the thousand).
+        if self.flow_id is not None:
+            check_text(self.flow_id, "flow_id")
+        if self.correlation_id is not None:
+            check_text(self.correlation_id, "correlation_id")
+        if self.search_key is not None:
+            check_text(self.search_key, "search_key")
+        if self.description is not None:
+            check_text(self.description, "description", limit=None)
+        if self.tenant_id is not None:
+            check_text(self.tenant_id, "tenant_id")
         if self.tenant_id == "":
             object.__setattr__(self, "tenant_id", None)
         if not isinstance(self.singleton, bool):

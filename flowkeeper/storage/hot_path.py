@@ -19,8 +19,9 @@ Every method takes and returns the same column dictionaries as :class:`StepQueri
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -405,33 +406,41 @@ class SqliteHotPath(HotPath):
 
     def insert(self, connection: sa.Connection, rows: Sequence[Row]) -> list[int]:
         with driver_cursor(connection) as cursor:
-            returned = self._insert_many(cursor, _sqlite_values(rows), "id")
-        # AUTOINCREMENT ids rise in the order the rows are inserted.
-        return sorted(values[0] for values in returned)
+            return self._insert_many(cursor, _sqlite_values(rows), returning_ids=True)
 
-    def _insert_many(self, cursor: Any, values: list[tuple[Any, ...]], returning: str) -> list[Any]:
-        """Insert rows of :data:`NEW_COLUMNS` values, many per statement; what they return."""
-        returned: list[Any] = []
+    def _insert_many(
+        self, cursor: Any, values: list[list[Any]], returning_ids: bool = False
+    ) -> list[int]:
+        """Insert rows of :data:`NEW_COLUMNS` values, many per statement; their ids (if
+        asked for) in the order of the rows."""
+        ids: list[int] = []
+        returning = " RETURNING id" if returning_ids else ""
         for start in range(0, len(values), _SQLITE_NEW_ROWS_PER_STATEMENT):
             chunk = values[start : start + _SQLITE_NEW_ROWS_PER_STATEMENT]
             cursor.execute(
-                f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))} RETURNING {returning}",
+                f"{self._add_sql}{', '.join([self._row_marks] * len(chunk))}{returning}",
                 [value for row in chunk for value in row],
             )
-            returned.extend(cursor.fetchall())
-        return returned
+            if returning_ids:
+                # AUTOINCREMENT ids rise in the order the rows are inserted.
+                ids.extend(sorted(found[0] for found in cursor.fetchall()))
+        return ids
 
     def add(self, connection: sa.Connection, rows: Sequence[Row]) -> list[Row]:
         values = _sqlite_values(rows)
+        leased = [r for r in rows if r["locked_by"] is not None]
         with driver_cursor(connection) as cursor:
-            unleased = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
-            if unleased:
-                cursor.executemany(self._add_sql + self._row_marks, unleased)
-            held = [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is not None]
-            # Leased rows come back as claimed ones.
-            leased = [_claimed(found) for found in self._insert_many(cursor, held, _CLAIMED)]
-        leased.sort(key=_by_id)
-        return leased
+            self._insert_many(
+                cursor, [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is None]
+            )
+            ids = self._insert_many(
+                cursor,
+                [v for v, r in zip(values, rows, strict=True) if r["locked_by"] is not None],
+                returning_ids=True,
+            )
+        # Leased rows come back as claimed ones, from what was written (only the ids are read
+        # back: returning every column cost 3 µs per row).
+        return [_claimed_from(row, step_id) for row, step_id in zip(leased, ids, strict=True)]
 
 
 def hot_path_for(queries: StepQueries) -> HotPath:
@@ -458,26 +467,28 @@ _SQLITE_NEW_ROWS_PER_STATEMENT = 999 // len(NEW_COLUMNS)
 _NUMBERS = frozenset({"execution_count", "created_by_step_id"})
 
 
-def _sqlite_values(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+_NEW_VALUES = operator.itemgetter(*NEW_COLUMNS)
+_NEW_TIMES = tuple(i for i, c in enumerate(NEW_COLUMNS) if c in _TIMES)
+_NEW_DESCRIPTION = NEW_COLUMNS.index("description")
+
+
+def _sqlite_values(rows: Sequence[Row]) -> list[list[Any]]:
     """New ready rows as SQLite parameters, in :data:`NEW_COLUMNS` order."""
     # The rows of one batch share their times (now, the lease's end): each is formatted once.
     texts: dict[datetime, str] = {}
-
-    def text_of(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        text = texts.get(value)
-        if text is None:
-            text = texts[value] = stored_time(value, sqlite=True)
-        return text
-
-    return [
-        tuple(
-            text_of(r[c]) if c in _TIMES else storable_text(r[c]) if c == "description" else r[c]
-            for c in NEW_COLUMNS
-        )
-        for r in rows
-    ]
+    values = []
+    for row in rows:
+        row_values = list(_NEW_VALUES(row))
+        for index in _NEW_TIMES:
+            time = row_values[index]
+            if time is not None:
+                text = texts.get(time)
+                if text is None:
+                    text = texts[time] = stored_time(time, sqlite=True)
+                row_values[index] = text
+        row_values[_NEW_DESCRIPTION] = storable_text(row_values[_NEW_DESCRIPTION])
+        values.append(row_values)
+    return values
 
 
 def _literals(rows: Sequence[Row]) -> dict[str, str]:
@@ -508,6 +519,19 @@ def _quoted(value: str | None) -> str:
 def _array(values: Iterable[object]) -> str:
     """A PostgreSQL array literal of numbers: one string for the driver to send."""
     return "{" + ",".join(map(str, values)) + "}"
+
+
+def _claimed_from(row: Row, step_id: int) -> Row:
+    """What a claim would return of a new ``row`` just inserted as ``step_id``."""
+    claimed = {column: row[column] for column in _CLAIMED_COPIED}
+    claimed["id"] = step_id
+    claimed["description"] = storable_text(row["description"])
+    if claimed["run_at"].tzinfo is not UTC:  # as loaded_time gives it back
+        claimed["run_at"] = claimed["run_at"].astimezone(UTC)
+    return claimed
+
+
+_CLAIMED_COPIED = tuple(c for c in CLAIMED_COLUMNS if c != "id")
 
 
 def _claimed(values: Sequence[Any]) -> Row:

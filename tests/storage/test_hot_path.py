@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 import flowkeeper as fk
 from flowkeeper.storage.database import transact
 from flowkeeper.storage.driver import driver_cursor
-from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
+from flowkeeper.storage.hot_path import CLAIMED_COLUMNS, NEW_COLUMNS, hot_path_for
 from flowkeeper.storage.step_queries import StepQueries
 from flowkeeper.storage.tables import steps_ready
 
@@ -104,6 +105,17 @@ def test_adding_many_leased_rows_returns_each_as_claimed(engine: fk.Engine) -> N
     assert len(ready) == 150
     assert {r["id"] for r in leased} == {i for i, r in ready.items() if r.locked_by == "w1"}
     assert sum(r.locked_by is None for r in ready.values()) == 30
+    for row in leased:  # each as a claim would have read it back
+        stored = ready[row["id"]]
+        assert set(CLAIMED_COLUMNS) <= set(row)
+        assert row["flow_id"] == stored.flow_id
+        assert json.loads(row["state"]) == stored.state
+        assert (row["name"], row["execution_count"], row["run_at"]) == (
+            stored.name,
+            stored.execution_count,
+            stored.run_at,
+        )
+        assert row["run_at"].tzinfo is UTC
 
 
 @pytest.mark.databases("postgresql")
