@@ -39,6 +39,7 @@ from sqlalchemy import exc
 from flowkeeper.clock import utcnow
 from flowkeeper.errors import InvalidArgument
 from flowkeeper.steps.execution import Completion, StepRunner
+from flowkeeper.steps.leases import HeldSteps
 from flowkeeper.steps.outcomes import OutcomeWriter
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage import notify as notify_mod
@@ -148,6 +149,7 @@ class WorkerPool:
         self.pool_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = threading.Event()
         self._worker_ids: dict[int, str] = {}
+        self._held = HeldSteps()
         self._idle: set[int] = set()
         self._idle_lock = threading.Lock()
         self._until_idle = False
@@ -256,6 +258,11 @@ class WorkerPool:
     # -- one worker thread ----------------------------------------------------------------------
 
     def _new_worker_id(self, index: int) -> str:
+        previous = self._worker_ids.get(index)
+        if previous is not None:
+            # Whatever the old identity holds is no longer extended: it runs when its lease
+            # ends (the worker may not know all it holds after a database error).
+            self._held.forget(previous)
         worker_id = f"{self.pool_id}/{index}.{uuid.uuid4().hex[:4]}"
         self._worker_ids[index] = worker_id
         return worker_id
@@ -290,6 +297,7 @@ class WorkerPool:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, self.settings.max_poll_interval)
                     continue
+                self._held.add(worker_id, (row["id"] for row in rows))
                 if not rows:
                     # What the last steps took says little about the next: start small again,
                     # so that one woken worker does not claim a whole burst of slow steps.
@@ -322,6 +330,7 @@ class WorkerPool:
             self._errors.append(error)
             self.stop()
         finally:
+            self._held.forget(worker_id)
             runner.close()
             link.close()
             self._note_idle(index, True)
@@ -374,6 +383,8 @@ class WorkerPool:
             handed, claimed = self._outcomes.flush(
                 link.transaction, worker_id, runner, buffer, room, ahead
             )
+            self._held.remove(worker_id, (c.id for c in buffer))
+            self._held.add(worker_id, (row["id"] for row in handed or claimed))
             buffer.clear()
             if claimed:
                 measured_from, measured_steps = time.perf_counter(), 0
@@ -409,6 +420,7 @@ class WorkerPool:
                     self._outcomes.complete_in_step_transaction(
                         completion.connection, link.transaction, worker_id, runner, completion
                     )
+                    self._held.remove(worker_id, (completion.id,))
                     writing_in_step = False
                 else:
                     if not buffer:
@@ -449,7 +461,9 @@ class WorkerPool:
                 notify_mod.notify(conn)
             return released
 
-        if link.transaction(release):
+        released = link.transaction(release)
+        self._held.remove(worker_id, ids)
+        if released:
             self._waker.wake()
 
     # -- housekeeping ------------------------------------------------------------------------------
@@ -466,27 +480,29 @@ class WorkerPool:
 
     # -- heartbeat ---------------------------------------------------------------------------------
 
-    def _extend_leases(self, connection: sa.Connection) -> None:
-        workers = list(self._worker_ids.values())
+    def _extend_leases(self, link: _Link) -> None:
+        held = self._held.by_worker()
+        if not held:
+            return
 
         def extend(conn: sa.Connection) -> int:
-            return self._q.extend_leases(conn, workers, utcnow() + self.settings.lease)
+            until = utcnow() + self.settings.lease
+            return sum(self._q.extend_leases(conn, w, ids, until) for w, ids in held.items())
 
-        transact(connection, extend)
+        link.transaction(extend)
 
     def _heartbeat(self, workers_done: threading.Event) -> None:
         interval = self.settings.heartbeat_interval
-        connection: sa.Connection | None = None
-        while not workers_done.wait(interval):
-            try:
-                if connection is None:
-                    connection = self._database.connect()
-                self._extend_leases(connection)
-            except exc.DBAPIError as error:
-                log.warning("heartbeat failed (%s); leases may expire", first_line(error))
-                connection = _discard(connection)
-        if connection is not None:
-            connection.close()
+        link = _Link(self._database, self._writer)
+        try:
+            while not workers_done.wait(interval):
+                try:
+                    self._extend_leases(link)
+                except exc.DBAPIError as error:
+                    log.warning("heartbeat failed (%s); leases may expire", first_line(error))
+                    link.discard()
+        finally:
+            link.close()
 
 
 class _Link:

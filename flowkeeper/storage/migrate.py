@@ -15,10 +15,10 @@ from flowkeeper.errors import ConcurrencyError, MigrationRequired, SchemaNewerTh
 VERSION_TABLE = "fk_alembic_version"
 """Flowkeeper's own Alembic version table, so it never meets the application's."""
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 """The newest migration; a test keeps it equal to the head of the migration scripts."""
 
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 """Every revision this code knows, oldest first."""
 
 LOCK_TIMEOUT_S = 600

@@ -24,6 +24,8 @@ _ready = steps_ready
 _c = steps_ready.c
 
 LIKE_ESCAPE = "/"
+EXTEND_CHUNK = 500
+"""Leases extended per statement (SQLite builds before 3.32 take 999 parameters)."""
 
 
 class StepQueries:
@@ -63,7 +65,7 @@ class StepQueries:
         self._claim_by_ids = update(_ready).where(_c.id.in_(ids)).values(self._claim_values)
         self._extend = (
             update(_ready)
-            .where(_c.locked_by.in_(bindparam("workers", expanding=True)))
+            .where(_c.id.in_(ids), _c.locked_by == bindparam("worker"))
             .values(locked_until=bindparam("until"), available_at=bindparam("until"))
         )
         self._release = (
@@ -150,13 +152,14 @@ class StepQueries:
         return rows
 
     def extend_leases(
-        self, connection: sa.Connection, workers: Sequence[str], until: datetime
+        self, connection: sa.Connection, worker: str, ids: Sequence[int], until: datetime
     ) -> int:
-        """Heartbeat: push back the end of every lease the given workers hold."""
-        if not workers:
-            return 0
-        params = {"workers": list(workers), "until": until}
-        return connection.execute(self._extend, params).rowcount
+        """Heartbeat: push back the end of the leases ``worker`` still holds among ``ids``."""
+        extended = 0
+        for start in range(0, len(ids), EXTEND_CHUNK):
+            params = {"ids": list(ids[start : start + EXTEND_CHUNK]), "worker": worker}
+            extended += connection.execute(self._extend, {**params, "until": until}).rowcount
+        return extended
 
     def release(self, connection: sa.Connection, worker: str, ids: Sequence[int]) -> int:
         """Give back leased steps that were never started: due again, the claim undone."""

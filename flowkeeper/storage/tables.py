@@ -5,6 +5,7 @@ or failed. The ready queue adds the lease (``locked_by``, ``locked_until``), the
 ``available_at`` (the step's ``run_at``, or its lease's end while a worker holds it: one
 indexed column the claim can range-scan) and ``singleton_key`` (the name of a singleton step,
 NULL otherwise) whose unique index makes the database enforce "one ready singleton per name".
+``locked_by`` has no index: a lease is only ever looked up with its step's id (migration 0006).
 
 Text compares exactly on every database: on MySQL/MariaDB migration 0002 gives the tables a
 binary, no-pad collation (their default ignores case, accents and trailing spaces), which this
@@ -92,7 +93,6 @@ steps_ready = Table(
     _mostly_null_index("correlation_id"),
     _mostly_null_index("search_key"),
     Index(None, "created_at"),
-    _mostly_null_index("locked_by"),
     sqlite_autoincrement=True,  # never reuse an id: it may live on in done or failed
     **TABLE_KWARGS,
 )

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 import flowkeeper as fk
 from flowkeeper.storage.step_queries import StepQueries
-from flowkeeper.storage.tables import steps_ready
+from flowkeeper.storage.tables import locks, steps_ready
 from tests.apps import crash_app
 from tests.apps.processes import start_worker
 
@@ -406,6 +406,31 @@ def test_the_heartbeat_keeps_a_long_step_leased(db_url: str) -> None:
         assert (record.queue, record.execution_count) == ("done", 1)
         assert record.execution_duration_ms is not None
         assert record.execution_duration_ms >= 3000
+
+
+def test_the_heartbeat_keeps_a_step_writing_through_its_connection_leased(db_url: str) -> None:
+    """A step in its own transaction for longer than the lease: its lease is extended by id
+    like any other, and its writes commit with its outcome, once."""
+    runs: list[int] = []
+    with fk.Engine(db_url, lease=1.5) as engine, fk.Engine(db_url, lease=1.5) as rival:
+
+        def long(step: fk.StepContext) -> None:
+            runs.append(step.id)
+            step.connection.execute(locks.insert().values(name=f"wrote-{step.id}"))
+            time.sleep(3.0)  # twice the lease
+
+        engine.register_step(["long"], long)
+        rival.register_step(["long"], long)
+        step_id = engine.add_step(fk.Step("long"))
+        rival_pool = Background(rival, workers=2, max_poll_interval=0.05)
+        stats = engine.run(workers=2, until_idle=True, handle_signals=False)
+        rival_stats = rival_pool.stop()
+
+        assert runs == [step_id]
+        assert (stats.done, stats.lost, rival_stats.executed) == (1, 0, 0)
+        with engine.database.connect() as connection:
+            written = connection.execute(sa.select(locks.c.name)).scalars().all()
+        assert written == [f"wrote-{step_id}"]
 
 
 @pytest.mark.databases("postgresql", "mariadb")

@@ -52,7 +52,7 @@ def _predicate(index: Any) -> str | None:
 
 
 PARTIAL = {
-    "fk_steps_ready": {"correlation_id", "search_key", "singleton_key", "locked_by"},
+    "fk_steps_ready": {"correlation_id", "search_key", "singleton_key"},
     "fk_steps_done": {"correlation_id", "search_key"},
     "fk_steps_failed": {"correlation_id", "search_key"},
 }
@@ -156,6 +156,26 @@ def test_upgrading_from_0004_keeps_singletons_unique(empty_db_url: str) -> None:
             engine.add_step(fk.Step("only", singleton=True))
         engine.add_steps(fk.Step("many"), fk.Step("many"))
         assert engine.count(fk.Search(name="many"))["ready"] == 2
+
+
+def test_the_lease_holder_index_goes_with_0006_and_comes_back_on_downgrade(
+    empty_db_url: str,
+) -> None:
+    def lease_indexes(engine: fk.Engine) -> list[str]:
+        indexes = sa.inspect(engine.database).get_indexes("fk_steps_ready")
+        return [i["name"] for i in indexes if i["column_names"] == ["locked_by"]]
+
+    with fk.Engine(empty_db_url) as engine:
+        upgrade_to(engine, "0005")
+        assert lease_indexes(engine) == ["ix_fk_steps_ready_locked_by"]
+        assert engine.migrate() == ("0005", HEAD_REVISION)
+        assert lease_indexes(engine) == []
+        with engine.database.connect() as conn:
+            command.downgrade(migrate.alembic_config(conn), "0005")
+            conn.commit()
+        assert lease_indexes(engine) == ["ix_fk_steps_ready_locked_by"]
+        engine.migrate()
+        assert lease_indexes(engine) == []
 
 
 @pytest.mark.databases("mariadb")
