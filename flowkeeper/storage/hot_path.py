@@ -498,8 +498,15 @@ def _literals(rows: Sequence[Row]) -> dict[str, str]:
 
 def _literal(column: str, values: list[Any]) -> str:
     """A PostgreSQL array literal of one column's values (times as epoch seconds)."""
+    if all(v is None for v in values):  # most optional columns of most batches
+        return "{" + ",".join(["NULL"] * len(values)) + "}"
     if column in _TIMES:
-        return _array("NULL" if v is None else repr(v.timestamp()) for v in values)
+        # The rows of one batch share their times (now, the lease's end): each once.
+        seconds: dict[datetime, str] = {}
+        for v in values:
+            if v is not None and v not in seconds:
+                seconds[v] = repr(v.timestamp())
+        return _array("NULL" if v is None else seconds[v] for v in values)
     if column in _NUMBERS:
         return _array("NULL" if v is None else v for v in values)
     if column == "singleton":
