@@ -385,7 +385,7 @@ class Engine:
             self._waker,
             settings,
             housekeeping=None if self.retention is None else self._prune_by_retention,
-            observer=self._observe_step,
+            observers=self._step_observers,
         )
         self._pools.add(pool)
         self._last_stats = pool.stats
@@ -400,10 +400,6 @@ class Engine:
         (the queue its outcome sends it to: ``done``, ``failed`` or ``ready``). It runs on
         the worker thread, so it must be quick; an exception it raises is logged."""
         self._step_observers.append(observer)
-
-    def _observe_step(self, name: str, queue: str, seconds: float) -> None:
-        for observer in self._step_observers:
-            observer(name, queue, seconds)
 
     @property
     def stats(self) -> RunStats:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 import flowkeeper as fk
 from tests.steps.test_worker import Background, wait_for
 
@@ -65,3 +67,24 @@ def test_stop_stops_every_run_of_the_engine(engine: fk.Engine) -> None:
     assert not second.thread.is_alive()
     assert first.error is None
     assert second.error is None
+
+
+def test_step_observers_hear_of_every_step_run_even_when_one_fails(
+    engine: fk.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def broken(name: str, queue: str, seconds: float) -> None:
+        raise RuntimeError("observer bug")
+
+    engine.observe_steps(broken)
+    engine.observe_steps(lambda name, queue, seconds: heard.append((name, queue)))
+    engine.register_step(["ok"], lambda step: None)
+    engine.register_step(["bad"], lambda step: step.fail("no"))
+    engine.add_steps(fk.Step("ok"), fk.Step("ok"), fk.Step("bad"), fk.Step("nobody-runs-this"))
+
+    engine.run(workers=2, until_idle=True, handle_signals=False)
+
+    # The step without an implementation here was postponed, not run: no one hears of it.
+    assert sorted(heard) == [("bad", "failed"), ("ok", "done"), ("ok", "done")]
+    assert caplog.text.count("a step observer failed") == 3

@@ -43,10 +43,10 @@ class Completion:
     connection: sa.Connection | None = None
     """The transaction the implementation wrote through, if it asked for one."""
     reschedule: dict[str, Any] = field(default_factory=dict)
+    id: int = field(init=False)
 
-    @property
-    def id(self) -> int:
-        return int(self.row["id"])
+    def __post_init__(self) -> None:
+        self.id = int(self.row["id"])
 
 
 class StepRunner:

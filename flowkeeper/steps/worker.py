@@ -136,10 +136,11 @@ class WorkerPool:
         waker: Waker,
         settings: WorkerSettings,
         housekeeping: Callable[[], object] | None = None,
-        observer: StepObserver | None = None,
+        observers: Sequence[StepObserver] = (),
     ) -> None:
         self._housekeeping = housekeeping
-        self._observer = observer
+        self._observers = observers
+        """Told of every step run; the engine's own list, so observers added later count."""
         self._database = database
         self._q = queries
         self._hot = hot
@@ -441,16 +442,19 @@ class WorkerPool:
         return next_claim_size()
 
     def _observe(self, completion: Completion) -> None:
-        """Tell the observer of a step run (not of one postponed for want of an implementation)."""
-        row = completion.row
-        if self._observer is None or row["name"] not in self._registry:
+        """Tell the observers of a step run (not of one postponed for want of an
+        implementation); one that raises is logged, and the others are still told."""
+        if not self._observers:
             return
-        try:
-            self._observer(
-                row["name"], completion.queue, (row["execution_duration_ms"] or 0) / 1000
-            )
-        except Exception:
-            log.warning("the step observer failed", exc_info=True)
+        row = completion.row
+        if row["name"] not in self._registry:
+            return
+        seconds = (row["execution_duration_ms"] or 0) / 1000
+        for observer in self._observers:
+            try:
+                observer(row["name"], completion.queue, seconds)
+            except Exception:
+                log.warning("a step observer failed", exc_info=True)
 
     def _release(self, link: _Link, worker_id: str, ids: list[int]) -> None:
         """Give back claimed steps that were not started; tell idle workers they are due."""
