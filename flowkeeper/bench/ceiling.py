@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flowkeeper.storage.database import Transactor, kind_of, transact
 from flowkeeper.storage.driver import stored_time
 from flowkeeper.storage.hot_path import NEW_COLUMNS, hot_path_for
-from flowkeeper.storage.shared_writer import Checkpointer, SharedWriter
+from flowkeeper.storage.shared_writer import SharedWriter, shared_writer_for
 from flowkeeper.storage.step_queries import StepQueries
 from flowkeeper.storage.tables import STEP_COLUMNS, steps_ready
 
@@ -91,16 +91,15 @@ def bare_loop(
     finished = threading.Event()
     deadline = time.perf_counter() + timeout
     failures: list[BaseException] = []
-    writer = SharedWriter(database) if database.dialect.name == "sqlite" else None
 
-    def work(index: int) -> None:
+    def work(index: int, writer: SharedWriter | None) -> None:
         try:
-            move(index)
+            move(index, writer)
         except BaseException as error:
             failures.append(error)
             finished.set()
 
-    def move(index: int) -> None:
+    def move(index: int, writer: SharedWriter | None) -> None:
         nonlocal moved
         worker = f"ceiling/{index}"
         handed: list[dict[str, Any]] = []
@@ -157,24 +156,19 @@ def bare_loop(
                     if moved >= expected:
                         finished.set()
 
-    checkpointer = None if writer is None else Checkpointer(database, writer)
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-    started = time.perf_counter()
-    if checkpointer is not None:
-        checkpointer.start()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if checkpointer is not None:
-        checkpointer.stop()
-    if writer is not None:
-        writer.close()
+    with shared_writer_for(database) as writer:
+        threads = [threading.Thread(target=work, args=(i, writer)) for i in range(workers)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
     if failures:
         raise failures[0]
     if moved < expected:
         raise RuntimeError(f"the ceiling loop moved {moved} of {expected} rows in {timeout} s")
-    return time.perf_counter() - started
+    return seconds
 
 
 def _child(

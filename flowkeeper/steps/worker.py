@@ -46,7 +46,7 @@ from flowkeeper.storage import notify as notify_mod
 from flowkeeper.storage.database import first_line, transact
 from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.notify import Waker
-from flowkeeper.storage.shared_writer import Checkpointer, SharedWriter
+from flowkeeper.storage.shared_writer import SharedWriter, shared_writer_for
 from flowkeeper.storage.step_queries import Row, StepQueries
 
 log = logging.getLogger("flowkeeper.worker")
@@ -197,19 +197,9 @@ class WorkerPool:
         if self._database.dialect.name == "postgresql":
             self.listener = notify_mod.Listener(self._database, self._waker.wake_one)
             helpers.append(threading.Thread(target=self.listener.run, name="flowkeeper-listen"))
-        checkpointer = None
-        if self._database.dialect.name == "sqlite":
-            self._writer = SharedWriter(self._database)
-            checkpointer = Checkpointer(self._database, self._writer)
-            checkpointer.start()
-        try:
+        with shared_writer_for(self._database) as self._writer:
             self._run_threads(threads, helpers, workers_done, handle_signals)
-        finally:
-            if checkpointer is not None:
-                checkpointer.stop()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        self._writer = None
         if self._errors:
             raise self._errors[0]
         return self.stats

@@ -25,7 +25,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 import sqlalchemy as sa
@@ -271,3 +272,20 @@ class Checkpointer:
             if pages >= self._restart_pages:
                 self._writer.restart_log()
                 self.restarts += 1
+
+
+@contextmanager
+def shared_writer_for(database: sa.Engine) -> Iterator[SharedWriter | None]:
+    """On SQLite, a :class:`SharedWriter` with its :class:`Checkpointer` running, both
+    stopped when the block ends; None on other databases."""
+    if database.dialect.name != "sqlite":
+        yield None
+        return
+    writer = SharedWriter(database)
+    checkpointer = Checkpointer(database, writer)
+    checkpointer.start()
+    try:
+        yield writer
+    finally:
+        checkpointer.stop()
+        writer.close()
