@@ -74,6 +74,7 @@ def bare_loop(
     expected: int,
     spawn: Callable[[dict[str, Any]], str | None] | None = None,
     timeout: float = 600.0,
+    first_claim: int | None = None,
 ) -> float:
     """Move ``expected`` rows from ready to done with ``workers`` threads; return seconds taken.
 
@@ -83,7 +84,9 @@ def bare_loop(
     the same claim of the next batch in the transaction that finishes one,
     but none of the engine's per-step machinery: no step context, no implementation, no
     outcome bookkeeping. ``spawn(row)`` gives the state (JSON text) of a moved row's
-    successor, or None (chains).
+    successor, or None (chains). ``first_claim`` caps each thread's first claim: for chains,
+    an even share of the flows, so that every thread carries some (with whole batches, two
+    threads would take them all and the loop would be no ceiling for workers that share them).
     """
     hot = hot_path_for(StepQueries(kind_of(database.url)))
     moved = 0
@@ -103,6 +106,7 @@ def bare_loop(
         nonlocal moved
         worker = f"ceiling/{index}"
         handed: list[dict[str, Any]] = []
+        claim_size = first_claim or batch_size
         with contextlib.ExitStack() as stack:
             if writer is not None:
                 transaction: Transactor = writer.run
@@ -119,8 +123,9 @@ def bare_loop(
                     rows, handed = handed, []
                 else:
                     rows = transaction(
-                        lambda c: hot.claim(c, worker, now, lease_end, batch_size),  # noqa: B023
+                        lambda c: hot.claim(c, worker, now, lease_end, claim_size),  # noqa: B023
                     )
+                    claim_size = batch_size
                 if not rows:
                     with lock:
                         if moved >= expected:

@@ -256,6 +256,7 @@ def _ceiling(
     seed: Callable[[fk.Engine], None] | None = None,
     spawn: Callable[[dict[str, Any]], str | None] | None = None,
     expected: int | None = None,
+    first_claim: int | None = None,
 ) -> float:
     """Rows per second the bare loop moves through the same tables, same workers and batch."""
     _empty(engine)
@@ -265,7 +266,7 @@ def _ceiling(
         seed(engine)
     _settle(engine)
     moved = expected or n
-    seconds = bare_loop(engine.database, workers, batch_size, moved, spawn)
+    seconds = bare_loop(engine.database, workers, batch_size, moved, spawn, first_claim=first_claim)
     return moved / seconds
 
 
@@ -326,7 +327,8 @@ def chain(
         left = json.loads(row["state"])["left"]
         return None if left <= 1 else json.dumps({"left": left - 1})
 
-    ceiling = _ceiling(engine, total, workers, batch_size, seed, spawn, total)
+    share = -(-flows // workers)  # every thread of the bare loop carries some of the flows
+    ceiling = _ceiling(engine, total, workers, batch_size, seed, spawn, total, share)
     return _finish(
         engine, "chain", executed, seconds, ceiling, workers, batch_size, flows=flows, length=length
     )
