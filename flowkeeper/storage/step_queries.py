@@ -157,8 +157,9 @@ class StepQueries:
         """Heartbeat: push back the end of the leases ``worker`` still holds among ``ids``."""
         extended = 0
         for start in range(0, len(ids), EXTEND_CHUNK):
-            params = {"ids": list(ids[start : start + EXTEND_CHUNK]), "worker": worker}
-            extended += connection.execute(self._extend, {**params, "until": until}).rowcount
+            chunk = list(ids[start : start + EXTEND_CHUNK])
+            params = {"ids": chunk, "worker": worker, "until": until}
+            extended += connection.execute(self._extend, params).rowcount
         return extended
 
     def release(self, connection: sa.Connection, worker: str, ids: Sequence[int]) -> int:

@@ -133,3 +133,26 @@ def test_a_claim_commits_without_waiting_for_the_disk_only_alone(
         setting = connection.exec_driver_sql("SHOW synchronous_commit").scalar()
     assert len(rows) == 3
     assert setting == ("off" if alone else "on")
+
+
+def test_the_heartbeat_extends_only_the_leases_the_worker_still_holds(engine: fk.Engine) -> None:
+    """By id, in several statements for many ids; a step another worker took keeps its lease."""
+    engine.add_steps(*[fk.Step("held", i) for i in range(1_200)])
+    hot = hot_path_for(StepQueries(engine.kind))
+    queries = StepQueries(engine.kind)
+    now = datetime.now(UTC)
+    with engine.database.connect() as connection:
+        rows = transact(
+            connection, lambda c: hot.claim(c, "w1", now, now + timedelta(minutes=1), 1_200)
+        )
+        ids = [row["id"] for row in rows]
+        taken = ids[::100]
+        with connection.begin():
+            connection.execute(
+                steps_ready.update().where(steps_ready.c.id.in_(taken)).values(locked_by="w2")
+            )
+        later = now + timedelta(minutes=10)
+        extended = transact(connection, lambda c: queries.extend_leases(c, "w1", ids, later))
+    assert extended == 1_200 - len(taken)
+    records = {r.id: r for r in engine.search(fk.Search(name="held"), limit=None)["ready"]}
+    assert {i for i, r in records.items() if r.locked_until == later} == set(ids) - set(taken)
