@@ -43,7 +43,7 @@ from flowkeeper.steps.leases import HeldSteps
 from flowkeeper.steps.outcomes import OutcomeWriter
 from flowkeeper.steps.registry import StepRegistry
 from flowkeeper.storage import notify as notify_mod
-from flowkeeper.storage.database import first_line, transact
+from flowkeeper.storage.database import discard, first_line, transact
 from flowkeeper.storage.hot_path import HotPath
 from flowkeeper.storage.notify import Waker
 from flowkeeper.storage.shared_writer import SharedWriter, shared_writer_for
@@ -527,19 +527,10 @@ class _Link:
 
     def discard(self) -> None:
         """Drop the own connection after a database error (the next use opens another)."""
-        self._connection = _discard(self._connection)
+        discard(self._connection)
+        self._connection = None
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-
-
-def _discard(connection: sa.Connection | None) -> sa.Connection | None:
-    if connection is not None:
-        try:
-            connection.invalidate()
-            connection.close()
-        except Exception:  # the connection is already broken; nothing more to do
-            log.debug("closing a broken connection failed", exc_info=True)
-    return None

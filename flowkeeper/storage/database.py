@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -269,8 +270,22 @@ def _first_line(error: BaseException | None) -> str:
     return str(error).strip().splitlines()[0] if error is not None and str(error) else "error"
 
 
+log = logging.getLogger("flowkeeper.storage")
+
 T = TypeVar("T")
 TRANSIENT_ATTEMPTS = 6
+
+
+def discard(connection: sa.Connection | None) -> None:
+    """Give up a connection after a database error: invalidated, so the pool does not hand it
+    out again (closing a connection that is already broken may fail; that is fine)."""
+    if connection is None:
+        return
+    try:
+        connection.invalidate()
+        connection.close()
+    except Exception:
+        log.debug("closing a broken connection failed", exc_info=True)
 
 
 class Transactor(Protocol):

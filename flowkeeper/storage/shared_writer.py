@@ -32,7 +32,7 @@ from typing import Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from flowkeeper.storage.database import TRANSIENT_ATTEMPTS, first_line, is_transient
+from flowkeeper.storage.database import TRANSIENT_ATTEMPTS, discard, first_line, is_transient
 from flowkeeper.storage.driver import driver_cursor
 
 log = logging.getLogger("flowkeeper.storage")
@@ -113,7 +113,7 @@ class SharedWriter:
                 _set_autocheckpoint(connection, DEFAULT_AUTOCHECKPOINT)
                 connection.close()
             except exc.DBAPIError:
-                _discard(connection)
+                discard(connection)
 
     def _connect(self) -> sa.Connection:
         if self._connection is None:
@@ -125,7 +125,7 @@ class SharedWriter:
                 # pages (with this writer, every worker would wait for that copy).
                 _set_autocheckpoint(connection, 0)
             except BaseException:
-                _discard(connection)
+                discard(connection)
                 raise
             self._connection = connection
         return self._connection
@@ -142,7 +142,7 @@ class SharedWriter:
         except BaseException as error:  # the whole transaction failed
             if isinstance(error, exc.DBAPIError) and not is_transient(error):
                 log.warning("shared writer: %s; reconnecting", first_line(error))
-                _discard(self._connection)
+                discard(self._connection)
                 self._connection = None
             for job in jobs:
                 if job.error is None:
@@ -193,16 +193,6 @@ class SharedWriter:
 def _set_autocheckpoint(connection: sa.Connection, pages: int) -> None:
     with driver_cursor(connection) as cursor:
         cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
-
-
-def _discard(connection: sa.Connection | None) -> None:
-    if connection is None:
-        return
-    try:
-        connection.invalidate()
-        connection.close()
-    except Exception:  # already broken: nothing more to do
-        log.debug("closing a broken connection failed", exc_info=True)
 
 
 class Checkpointer:
@@ -259,8 +249,8 @@ class Checkpointer:
                     connection = self._database.connect()
                 self._checkpoint(connection)
             except exc.DBAPIError as error:
-                log.warning("checkpoint failed (%s); SQLite's own will do", first_line(error))
-                _discard(connection)
+                log.warning("checkpoint failed (%s); tried again later", first_line(error))
+                discard(connection)
                 connection = None
         if connection is not None:
             connection.close()
