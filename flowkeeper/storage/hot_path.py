@@ -220,9 +220,7 @@ class PostgresHotPath(HotPath):
                 # their commit flushes the claim's record too.
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(self._claim_sql, params)
-            rows = [_claimed(values) for values in cursor.fetchall()]
-        rows.sort(key=_by_id)
-        return rows
+            return _claimed_rows(cursor.fetchall())
 
     def finish(
         self, connection: sa.Connection, worker: str, queue: str, rows: Sequence[Row]
@@ -273,9 +271,7 @@ class PostgresHotPath(HotPath):
         with driver_cursor(connection) as cursor:
             cursor.execute(self._add_sql, _literals(rows))
             returned = cursor.fetchall()
-        leased = [_claimed(values[:-1]) for values in returned if values[-1] is not None]
-        leased.sort(key=_by_id)
-        return leased
+        return _claimed_rows(values[:-1] for values in returned if values[-1] is not None)
 
 
 class SqliteHotPath(HotPath):
@@ -326,9 +322,7 @@ class SqliteHotPath(HotPath):
                 self._claim_sql,
                 (worker, lease_end, lease_end, stored_time(now, sqlite=True), limit),
             )
-            rows = [_claimed(values) for values in cursor.fetchall()]
-        rows.sort(key=_by_id)
-        return rows
+            return _claimed_rows(cursor.fetchall())
 
     def _held(self, cursor: Any, worker: str, ids: list[int]) -> set[int]:
         marks = ", ".join("?" * len(ids))
@@ -348,16 +342,15 @@ class SqliteHotPath(HotPath):
         with driver_cursor(connection) as cursor:
             for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
-                outcomes = [
-                    value
-                    for r in chunk
-                    for value in (
+                outcomes: list[Any] = []
+                for r in chunk:
+                    description = r["description"]
+                    outcomes += (
                         r["id"],
-                        stored_time(r["execution_started_at"], sqlite=True),
+                        stored_time(r["execution_started_at"], True),
                         r["execution_duration_ms"],
-                        storable_text(r["description"]),
+                        None if description is None else storable_text(description),
                     )
-                ]
                 values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
                 # Counted, not returned: fetching the moved ids one row at a time cost more
                 # than the rest of the statement.
@@ -541,11 +534,23 @@ def _claimed_from(row: Row, step_id: int) -> Row:
 _CLAIMED_COPIED = tuple(c for c in CLAIMED_COLUMNS if c != "id")
 
 
-def _claimed(values: Sequence[Any]) -> Row:
-    row = dict(zip(CLAIMED_COLUMNS, values, strict=True))
-    row["run_at"] = loaded_time(row["run_at"])
-    return row
+_RUN_AT = CLAIMED_COLUMNS.index("run_at")
+_BY_ID = operator.itemgetter("id")
 
 
-def _by_id(row: Row) -> int:
-    return int(row["id"])
+def _claimed_rows(returned: Iterable[Sequence[Any]]) -> list[Row]:
+    """Claimed rows as the driver returned them (:data:`CLAIMED_COLUMNS`), by id."""
+    # Steps added together share their run_at, and parsing a time costs more than the rest
+    # of the row: each distinct value is parsed once per batch.
+    times: dict[Any, datetime | None] = {}
+    rows = []
+    for values in returned:
+        row = dict(zip(CLAIMED_COLUMNS, values, strict=True))
+        stored = values[_RUN_AT]
+        run_at = times.get(stored)
+        if run_at is None:
+            run_at = times[stored] = loaded_time(stored)
+        row["run_at"] = run_at
+        rows.append(row)
+    rows.sort(key=_BY_ID)
+    return rows

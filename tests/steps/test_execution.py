@@ -33,6 +33,25 @@ def assert_near(actual: datetime, expected: datetime, tolerance: float = 2.0) ->
     assert abs((actual - expected).total_seconds()) <= tolerance, (actual, expected)
 
 
+def test_each_step_of_a_batch_sees_its_own_run_at(engine: fk.Engine) -> None:
+    """A batch of steps due at a few shared times and some of their own: each step is told
+    the time it was due (a claim parses each distinct time once and shares it)."""
+    base = datetime.now(UTC).replace(microsecond=123456) - timedelta(hours=1)
+    shared = [base + timedelta(minutes=m) for m in (1, 2, 3)]
+    run_ats = [shared[i % 3] for i in range(30)] + [base + timedelta(seconds=i) for i in range(7)]
+    ids = engine.add_steps(*[fk.Step("due", i, run_at=at) for i, at in enumerate(run_ats)])
+    seen: dict[int, datetime] = {}
+
+    @engine.step("due")
+    def due(step: fk.StepContext) -> None:
+        seen[step.id] = step.run_at
+
+    run_idle(engine, workers=1)
+
+    assert seen == dict(zip(ids, run_ats, strict=True))
+    assert all(at.tzinfo is UTC for at in seen.values())
+
+
 # -- done ------------------------------------------------------------------------------------
 
 
