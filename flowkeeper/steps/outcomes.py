@@ -162,7 +162,7 @@ class OutcomeWriter:
             rows = [c.row for c in completions if c.queue == queue]
             if rows:
                 held |= self._hot.finish(connection, worker_id, queue, rows)
-        changes = [c.reschedule for c in completions if c.queue == "ready"]
+        changes = [c.reschedule for c in completions if c.reschedule is not None]
         if changes:
             held |= self._hot.reschedule(connection, worker_id, changes)
         now = utcnow()
@@ -203,8 +203,10 @@ class OutcomeWriter:
             written.due = any(r["run_at"] <= now and r["locked_by"] is None for r in new_rows)
         if written.due:
             notify_mod.notify(connection)
+        outcomes = written.outcomes
         for completion in completions:
-            written.count(completion.queue if completion.id in held else "lost")
+            queue = completion.queue if completion.id in held else "lost"
+            outcomes[queue] = outcomes.get(queue, 0) + 1
         return written
 
 
@@ -216,9 +218,6 @@ class Written:
     outcomes: dict[str, int] = field(default_factory=dict)
     handed: list[Row] = field(default_factory=list)
     """New steps added leased to the writing worker, for it to run next."""
-
-    def count(self, queue: str) -> None:
-        self.outcomes[queue] = self.outcomes.get(queue, 0) + 1
 
     def merge(self, other: Written) -> None:
         self.due |= other.due

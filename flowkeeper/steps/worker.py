@@ -391,21 +391,30 @@ class WorkerPool:
             connection.begin()
             return connection
 
+        # Run for every step: the loop reads the clock once per step and looks nothing up.
+        clock = time.perf_counter
+        stopping = self._stopping.is_set
+        run = runner.run
+        take = pending.popleft
+        observers = self._observers  # the engine's list: one added meanwhile counts at once
+        flush_interval = self.settings.flush_interval
+        now = started
         writing_in_step = False
         try:
             while pending:
-                overrun = time.perf_counter() > give_back_after
-                if self._stopping.is_set() or (overrun and executed > 0):
+                if stopping() or (now > give_back_after and executed > 0):
                     # Stopping, or the steps are slower than the claim's size assumed: give
                     # the rest back now rather than make them wait, leased, for this worker.
                     flush()
                     self._release(link, worker_id, [r["id"] for r in pending])
                     pending.clear()
                     break
-                completion = runner.run(pending.popleft(), begin_for_step)
+                completion = run(take(), begin_for_step)
                 executed += 1
                 measured_steps += 1
-                self._observe(completion)
+                if observers:
+                    self._observe(completion)
+                now = clock()
                 if completion.connection is not None:
                     writing_in_step = True
                     self._outcomes.complete_in_step_transaction(
@@ -413,15 +422,14 @@ class WorkerPool:
                     )
                     self._held.remove(worker_id, (completion.id,))
                     writing_in_step = False
+                    now = clock()
                 else:
                     if not buffer:
-                        buffered_since = time.perf_counter()
+                        buffered_since = now
                     buffer.append(completion)
-                    if (
-                        not pending
-                        or time.perf_counter() - buffered_since >= self.settings.flush_interval
-                    ):
+                    if not pending or now - buffered_since >= flush_interval:
                         flush()
+                        now = clock()
         except exc.DBAPIError:
             # What is not written now never will be: those steps run again after the lease.
             self.stats.add("lost", len(buffer) + writing_in_step)
@@ -434,8 +442,6 @@ class WorkerPool:
     def _observe(self, completion: Completion) -> None:
         """Tell the observers of a step run (not of one postponed for want of an
         implementation); one that raises is logged, and the others are still told."""
-        if not self._observers:
-            return
         row = completion.row
         if row["name"] not in self._registry:
             return
