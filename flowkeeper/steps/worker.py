@@ -197,9 +197,11 @@ class WorkerPool:
         if self._database.dialect.name == "postgresql":
             self.listener = notify_mod.Listener(self._database, self._waker.wake_one)
             helpers.append(threading.Thread(target=self.listener.run, name="flowkeeper-listen"))
-        with shared_writer_for(self._database) as self._writer:
-            self._run_threads(threads, helpers, workers_done, handle_signals)
-        self._writer = None
+        try:
+            with shared_writer_for(self._database) as self._writer:
+                self._run_threads(threads, helpers, workers_done, handle_signals)
+        finally:
+            self._writer = None
         if self._errors:
             raise self._errors[0]
         return self.stats

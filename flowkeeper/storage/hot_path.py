@@ -344,12 +344,11 @@ class SqliteHotPath(HotPath):
                 chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
                 outcomes: list[Any] = []
                 for r in chunk:
-                    description = r["description"]
                     outcomes += (
                         r["id"],
-                        stored_time(r["execution_started_at"], True),
+                        stored_time(r["execution_started_at"], sqlite=True),
                         r["execution_duration_ms"],
-                        None if description is None else storable_text(description),
+                        storable_text(r["description"]),
                     )
                 values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
                 # Counted, not returned: fetching the moved ids one row at a time cost more
